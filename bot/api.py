@@ -1,0 +1,56 @@
+"""``/api/*``: JSON for the care team's systems, behind ``Authorization: Bearer <token>``."""
+
+from __future__ import annotations
+
+import hmac
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .flows import TIERS
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+STATUSES = ("open", "acknowledged", "resolved")
+MAX_LIMIT = 1000
+
+
+def error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+def require_token(view: Any) -> Any:
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        expected = current_app.config["CARE_TEAM_API_TOKEN"]
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                  expected.encode()):
+            resp, status = error(401, "missing or wrong bearer token")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp, status
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.get("/escalations")
+@require_token
+def escalations() -> Any:
+    tiers = [t.upper() for t in request.args.getlist("tier")]
+    bad = [t for t in tiers if t not in TIERS]
+    if bad:
+        return error(400, f"unknown tier {bad[0]!r}; use {', '.join(TIERS)}")
+    status = request.args.get("status") or None
+    if status and status not in STATUSES:
+        return error(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")
+    try:
+        limit = int(request.args.get("limit", 200))
+    except ValueError:
+        return error(400, "limit must be a whole number")
+    if not 1 <= limit <= MAX_LIMIT:
+        return error(400, f"limit must be between 1 and {MAX_LIMIT}")
+    store = current_app.extensions["triage"].store
+    records = store.records(tiers=tiers, status=status, phone=request.args.get("phone") or None,
+                            limit=limit)
+    return jsonify({"escalations": records})

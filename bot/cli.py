@@ -1,0 +1,133 @@
+"""``flask --app wsgi <command>``: operations from the terminal.
+
+* ``serve``  the whole service locally: web + worker, embedded Redis when REDIS_URL is unset
+* ``chat``   text the service from the terminal through the real, signed webhook
+* ``sweep``  turn abandoned checklists into records once (the worker does it continuously)
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+from urllib import error as urlerror
+from urllib import parse, request
+
+import click
+from flask import Flask, current_app
+from twilio.request_validator import RequestValidator
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(serve)
+    app.cli.add_command(chat)
+    app.cli.add_command(sweep)
+
+
+def signed_post(url: str, token: str, form: dict[str, str]) -> tuple[int, str]:
+    """POST like Twilio does: form-encoded, with a valid X-Twilio-Signature."""
+    signature = RequestValidator(token).compute_signature(url, form)
+    data = parse.urlencode(form).encode()
+    req = request.Request(url, data=data, headers={"X-Twilio-Signature": signature})
+    try:
+        with request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urlerror.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def reply_texts(twiml: str) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError:
+        return [twiml]
+    return ["".join(m.itertext()) for m in root.iter("Message")]
+
+
+@click.command("chat")
+@click.option("--phone", default="+15550100001", show_default=True, help="Pretend to be this "
+              "number (use a new one for a first-contact conversation).")
+@click.option("--url", default="http://127.0.0.1:5000/sms", show_default=True,
+              help="The running service's webhook. If nothing answers there, the chat runs "
+              "the app in this process instead (same webhook code, same signature check).")
+def chat(phone: str, url: str) -> None:
+    """Text the service from the terminal. Type a message, Enter to send; Ctrl-D to quit."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    token = app.config["TWILIO_AUTH_TOKEN"]
+    public = app.config.get("PUBLIC_BASE_URL")
+    send = _http_sender(url, token)
+    if send is None:
+        click.echo(f"(nothing answers at {url}: running the app in this process)")
+        send = _local_sender(app, token, public)
+    click.echo(f"You are {phone}. Type a message and press Enter; Ctrl-D to quit.\n")
+    while True:
+        try:
+            text = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        form = {"From": phone, "To": "+15550009999", "Body": text,
+                "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AClocal", "NumMedia": "0"}
+        status, body = send(form)
+        if status != 200:
+            click.echo(f"[HTTP {status}] {body[:200]}")
+            continue
+        texts = reply_texts(body)
+        if not texts:
+            click.echo("(no reply: this number has opted out; text START)")
+        for t in texts:
+            click.echo(f"bot> {t}\n")
+
+
+def _http_sender(url: str, token: str) -> Any:
+    try:
+        request.urlopen(url.rsplit("/", 1)[0] + "/healthz", timeout=2)
+    except urlerror.HTTPError:
+        pass  # it answers (503 = degraded); still the right server
+    except (urlerror.URLError, OSError):
+        return None
+    return lambda form: signed_post(url, token, form)
+
+
+def _local_sender(app: Flask, token: str, public: str | None) -> Any:
+    client = app.test_client()
+    base = public or "http://localhost"
+
+    def send(form: dict[str, str]) -> tuple[int, str]:
+        signature = RequestValidator(token).compute_signature(f"{base}/sms", form)
+        resp = client.post("/sms", data=form, headers={"X-Twilio-Signature": signature},
+                           base_url=base)
+        return resp.status_code, resp.get_data(as_text=True)
+    return send
+
+
+@click.command("sweep")
+def sweep() -> None:
+    """Record abandoned checklists now."""
+    written = current_app.extensions["triage"].sweep_abandoned()
+    click.echo(f"{len(written)} abandoned checklist(s) recorded")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Run the web app only.")
+def serve(host: str, port: int, no_worker: bool) -> None:
+    """Run the whole service locally (web + worker)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not no_worker:
+        from .worker import run_forever
+
+        threading.Thread(target=run_forever, args=(app,), daemon=True, name="worker").start()
+    embedded = " (embedded, under instance/)" if app.config.get("EMBEDDED_REDIS") else ""
+    click.echo(
+        f"\nTriage service on http://{host}:{port}  Redis: {app.config['REDIS_URL']}{embedded}\n"
+        f"Chat with it from another terminal:\n"
+        f"    .venv/bin/flask --app wsgi chat\n"
+        f"Health: http://{host}:{port}/healthz\n", file=sys.stderr)
+    time.sleep(0.1)
+    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)

@@ -1,0 +1,466 @@
+"""Clinical content as data: loading and validating ``flows/*.yaml``.
+
+The engine knows no symptom; everything clinical is here, in files clinicians review:
+
+* ``flows/<checklist>.yaml``: one checklist (questions, the facts answers set, tier rules);
+* ``flows/red_flags.yaml``: phrases that mean EMERGENCY from any point of any conversation;
+* ``flows/messages.yaml``: every other patient-facing text (greeting, menu, tier wording, help).
+
+A file that breaks the format stops start-up with ``FlowError("fever.yaml: questions[2].type:
+...")``, naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .parsing import Option
+
+TIERS = ("ROUTINE", "SOON", "URGENT", "EMERGENCY")
+TIER_RANK = {t: i for i, t in enumerate(TIERS)}
+QUESTION_TYPES = ("yes_no", "temperature", "number", "choice", "multi_choice", "text")
+CITE_RE = re.compile(r"^triage-rules\.md > (?P<section>[^>]+?) > "
+                     r"(?:(?P<tier>[A-Z]+)(?: row (?P<row>\d+))?|rule (?P<rule>\d+))$")
+ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_FLOW_IDS = {"red_flags", "messages", "menu", "new", "idle", "opted_out"}
+
+
+class FlowError(ValueError):
+    """A flow file does not follow the format. The message names the file and the field."""
+
+
+def tier_max(*tiers: str | None) -> str:
+    present = [t for t in tiers if t]
+    return max(present, key=TIER_RANK.__getitem__) if present else "ROUTINE"
+
+
+def raise_tier(tier: str) -> str:
+    return TIERS[min(TIER_RANK[tier] + 1, len(TIERS) - 1)]
+
+
+# --------------------------------------------------------------------------- conditions
+
+@dataclass(frozen=True)
+class FactCondition:
+    """``{all: [...], any: [...], none: [...]}`` over the facts of a conversation."""
+
+    all: tuple[str, ...] = ()
+    any: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+
+    def holds(self, facts: Iterable[str]) -> bool:
+        have = set(facts)
+        return (all(f in have for f in self.all)
+                and (not self.any or any(f in have for f in self.any))
+                and not any(f in have for f in self.none))
+
+    def matched(self, facts: Iterable[str]) -> list[str]:
+        """The findings that made it true. A rule over ``any`` alone counts each fact it saw as
+        its own finding, so "cough and sore throat" are two SOON findings (rule 2)."""
+        have = set(facts)
+        if not self.holds(have):
+            return []
+        if self.all or not self.any:
+            return ["+".join(self.all) or "none:" + "+".join(self.none)]
+        return [f for f in self.any if f in have]
+
+    def names(self) -> set[str]:
+        return set(self.all) | set(self.any) | set(self.none)
+
+
+@dataclass(frozen=True)
+class AnswerTest:
+    """When an answer sets a fact. One of: ``is`` (yes/no/none/unknown), ``at_least``/``below``
+    (numbers, temperatures in C), ``any_of`` (choice ids)."""
+
+    is_: str | None = None
+    at_least: float | None = None
+    below: float | None = None
+    any_of: tuple[str, ...] = ()
+
+    def holds(self, value: Any) -> bool:
+        if self.is_ is not None:
+            return value == self.is_
+        if self.any_of:
+            values = value if isinstance(value, list) else [value]
+            return any(v in self.any_of for v in values)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        if self.at_least is not None and value < self.at_least:
+            return False
+        return not (self.below is not None and value >= self.below)
+
+
+@dataclass(frozen=True)
+class SetFact:
+    fact: str
+    when: AnswerTest
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    type: str
+    ask: str
+    example: str
+    red_flag: bool = False
+    worse: Any = None
+    only_if: FactCondition | None = None
+    prefill: bool = False
+    options: tuple[Option, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    sets: tuple[SetFact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    tier: str
+    when: FactCondition
+    reason: str
+    cites: str
+    advice: str = ""
+    infection: bool = False  # rule 3: one tier up inside a risk window
+
+
+@dataclass(frozen=True)
+class Flow:
+    id: str
+    title: str
+    menu_label: str
+    triggers: tuple[str, ...]
+    questions: tuple[Question, ...]
+    rules: tuple[Rule, ...]
+    self_care: str
+    self_care_cites: str
+    sources: tuple[str, ...]
+    carry_facts: dict[str, float] = field(default_factory=dict)
+    path: str = ""
+
+    def question(self, qid: str) -> Question:
+        for q in self.questions:
+            if q.id == qid:
+                return q
+        raise KeyError(qid)
+
+
+@dataclass(frozen=True)
+class RedFlag:
+    id: str
+    reason: str
+    advice: str
+    phrases: tuple[str, ...]
+    cites: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """Everything loaded from ``flows/``: built once at start-up."""
+
+    flows: dict[str, Flow]
+    red_flags: tuple[RedFlag, ...]
+    messages: dict[str, Any]
+    menu: tuple[str, ...]  # flow ids in menu order
+
+    def all_rules(self) -> list[tuple[Flow, Rule]]:
+        return [(f, r) for f in self.flows.values() for r in f.rules]
+
+
+# --------------------------------------------------------------------------- validation
+
+class _Reader:
+    """Walks a YAML mapping and reports problems as ``file: path.to.field: what``."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, where: str, what: str) -> FlowError:
+        return FlowError(f"{self.file}: {where}: {what}")
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be a mapping")
+        return value
+
+    def get(self, data: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+            default: Any = ..., allowed: Iterable[str] | None = None) -> Any:
+        path = f"{where}.{key}" if where else key
+        if key not in data:
+            if default is ...:
+                raise self.fail(path, "is required")
+            return default
+        value = data[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.fail(path, "must be a number")
+        if not isinstance(value, kind):
+            name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(path, f"must be {name}, got {type(value).__name__}")
+        if isinstance(value, str) and not value.strip():
+            raise self.fail(path, "must not be empty")
+        if allowed is not None and value not in allowed:
+            raise self.fail(path, f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def unknown_keys(self, data: dict[str, Any], known: set[str], where: str) -> None:
+        extra = sorted(set(data) - known)
+        if extra:
+            raise self.fail(where or "top level", f"unknown field(s) {', '.join(extra)}")
+
+    def str_list(self, data: dict[str, Any], key: str, where: str, default: Any = ...
+                 ) -> tuple[str, ...]:
+        value = self.get(data, key, where, list, default)
+        path = f"{where}.{key}" if where else key
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(f"{path}[{i}]", "must be a non-empty string")
+        return tuple(value)
+
+    def fact_condition(self, value: Any, where: str) -> FactCondition:
+        data = self.mapping(value, where)
+        self.unknown_keys(data, {"all", "any", "none"}, where)
+        cond = FactCondition(
+            all=self.str_list(data, "all", where, ()),
+            any=self.str_list(data, "any", where, ()),
+            none=self.str_list(data, "none", where, ()),
+        )
+        if not (cond.all or cond.any or cond.none):
+            raise self.fail(where, "needs 'all', 'any' or 'none'")
+        return cond
+
+    def cite(self, data: dict[str, Any], where: str, key: str = "cites") -> str:
+        cites = self.get(data, key, where, str)
+        if not CITE_RE.match(cites):
+            raise self.fail(f"{where}.{key}" if where else key,
+                            "must read 'triage-rules.md > <section> > <TIER>[ row N]' or "
+                            f"'... > rule N', got {cites!r}")
+        return cites
+
+
+def _check_template(reader: _Reader, text: str, where: str, allowed: set[str]) -> None:
+    for _, name, _, _ in string.Formatter().parse(text):
+        if name is not None and name not in allowed:
+            raise reader.fail(where, f"unknown placeholder {{{name}}}; allowed: "
+                              f"{', '.join(sorted(allowed)) or 'none'}")
+
+
+def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
+    data = reader.mapping(raw, where)
+    reader.unknown_keys(data, {"id", "type", "ask", "example", "red_flag", "worse", "only_if",
+                               "prefill", "options", "min", "max", "sets"}, where)
+    qid = reader.get(data, "id", where, str)
+    if not ID_RE.match(qid):
+        raise reader.fail(f"{where}.id", "must be lower_snake_case")
+    if qid in ids:
+        raise reader.fail(f"{where}.id", f"duplicate question id {qid!r}")
+    qtype = reader.get(data, "type", where, str, allowed=QUESTION_TYPES)
+    options: tuple[Option, ...] = ()
+    if qtype in ("choice", "multi_choice"):
+        raw_opts = reader.get(data, "options", where, list)
+        if len(raw_opts) < 2:
+            raise reader.fail(f"{where}.options", "needs at least two options")
+        opts = []
+        for j, raw_opt in enumerate(raw_opts):
+            ow = f"{where}.options[{j}]"
+            od = reader.mapping(raw_opt, ow)
+            reader.unknown_keys(od, {"id", "label", "synonyms"}, ow)
+            opts.append(Option(reader.get(od, "id", ow, str), reader.get(od, "label", ow, str),
+                               reader.str_list(od, "synonyms", ow, ())))
+        options = tuple(opts)
+    elif "options" in data:
+        raise reader.fail(f"{where}.options", f"only for choice questions, not {qtype}")
+    option_ids = {o.id for o in options}
+    sets = []
+    for j, raw_set in enumerate(reader.get(data, "sets", where, list, [])):
+        sw = f"{where}.sets[{j}]"
+        sd = reader.mapping(raw_set, sw)
+        reader.unknown_keys(sd, {"fact", "when"}, sw)
+        fact = reader.get(sd, "fact", sw, str)
+        if not ID_RE.match(fact):
+            raise reader.fail(f"{sw}.fact", "must be lower_snake_case")
+        wd = reader.mapping(reader.get(sd, "when", sw, dict), f"{sw}.when")
+        reader.unknown_keys(wd, {"is", "at_least", "below", "any_of"}, f"{sw}.when")
+        test = AnswerTest(
+            is_=reader.get(wd, "is", f"{sw}.when", str, None,
+                           allowed=("yes", "no", "none", "unknown")),
+            at_least=reader.get(wd, "at_least", f"{sw}.when", (int, float), None),
+            below=reader.get(wd, "below", f"{sw}.when", (int, float), None),
+            any_of=reader.str_list(wd, "any_of", f"{sw}.when", ()),
+        )
+        if test.is_ is None and test.at_least is None and test.below is None and not test.any_of:
+            raise reader.fail(f"{sw}.when", "needs one of is, at_least, below, any_of")
+        if test.any_of and not set(test.any_of) <= option_ids:
+            bad = sorted(set(test.any_of) - option_ids)
+            raise reader.fail(f"{sw}.when.any_of", f"unknown option id(s) {', '.join(bad)}")
+        if (test.at_least is not None or test.below is not None) and qtype not in (
+                "temperature", "number"):
+            raise reader.fail(f"{sw}.when", f"at_least/below need a number question, not {qtype}")
+        if test.is_ in ("yes", "no") and qtype != "yes_no":
+            raise reader.fail(f"{sw}.when.is", f"yes/no tests need a yes_no question, not {qtype}")
+        sets.append(SetFact(fact, test))
+    red_flag = reader.get(data, "red_flag", where, bool, False)
+    worse = data.get("worse")
+    if red_flag and worse is None:
+        raise reader.fail(f"{where}.worse", "a red_flag question must say which answer is worse "
+                          "(taken after a second unclear answer, triage-rules.md rule 4)")
+    if worse is not None:
+        if qtype == "yes_no" and worse not in ("yes", "no"):
+            raise reader.fail(f"{where}.worse", "must be yes or no")
+        if qtype in ("temperature", "number") and not isinstance(worse, int | float):
+            raise reader.fail(f"{where}.worse", "must be a number")
+        if qtype in ("choice", "multi_choice"):
+            worse_ids = worse if isinstance(worse, list) else [worse]
+            if not set(worse_ids) <= option_ids:
+                raise reader.fail(f"{where}.worse", "must be option id(s) of this question")
+    only_if = data.get("only_if")
+    return Question(
+        id=qid,
+        type=qtype,
+        ask=reader.get(data, "ask", where, str),
+        example=reader.get(data, "example", where, str),
+        red_flag=red_flag,
+        worse=worse,
+        only_if=reader.fact_condition(only_if, f"{where}.only_if") if only_if else None,
+        prefill=reader.get(data, "prefill", where, bool, False),
+        options=options,
+        minimum=reader.get(data, "min", where, (int, float), None),
+        maximum=reader.get(data, "max", where, (int, float), None),
+        sets=tuple(sets),
+    )
+
+
+def load_flow(path: Path) -> Flow:
+    reader = _Reader(path.name)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise reader.fail("top level", f"not valid YAML: {exc}") from exc
+    data = reader.mapping(raw, "top level")
+    reader.unknown_keys(data, {"id", "title", "menu_label", "triggers", "questions", "rules",
+                               "self_care", "self_care_cites", "sources", "carry_facts"}, "")
+    flow_id = reader.get(data, "id", "", str)
+    if not ID_RE.match(flow_id) or flow_id in RESERVED_FLOW_IDS:
+        raise reader.fail("id", f"{flow_id!r} must be lower_snake_case and not reserved")
+    if flow_id != path.stem:
+        raise reader.fail("id", f"must match the file name ({path.stem!r})")
+    raw_questions = reader.get(data, "questions", "", list)
+    if not raw_questions:
+        raise reader.fail("questions", "needs at least one question")
+    questions: list[Question] = []
+    ids: set[str] = set()
+    for i, raw_q in enumerate(raw_questions):
+        q = _question(reader, raw_q, f"questions[{i}]", ids)
+        ids.add(q.id)
+        questions.append(q)
+    answer_names = {q.id for q in questions}
+    rules = []
+    rule_ids: set[str] = set()
+    for i, raw_rule in enumerate(reader.get(data, "rules", "", list)):
+        where = f"rules[{i}]"
+        rd = reader.mapping(raw_rule, where)
+        reader.unknown_keys(rd, {"id", "tier", "when", "reason", "cites", "advice", "infection"},
+                            where)
+        rid = reader.get(rd, "id", where, str)
+        if rid in rule_ids:
+            raise reader.fail(f"{where}.id", f"duplicate rule id {rid!r}")
+        rule_ids.add(rid)
+        reason = reader.get(rd, "reason", where, str)
+        _check_template(reader, reason, f"{where}.reason", answer_names)
+        advice = reader.get(rd, "advice", where, str, "")
+        _check_template(reader, advice, f"{where}.advice", set())
+        rules.append(Rule(
+            id=rid,
+            tier=reader.get(rd, "tier", where, str, allowed=TIERS),
+            when=reader.fact_condition(reader.get(rd, "when", where, dict), f"{where}.when"),
+            reason=reason,
+            cites=reader.cite(rd, where),
+            advice=advice,
+            infection=reader.get(rd, "infection", where, bool, False),
+        ))
+    carry = reader.get(data, "carry_facts", "", dict, {})
+    for fact, hours in carry.items():
+        if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
+            raise reader.fail(f"carry_facts.{fact}", "must be a positive number of hours")
+    return Flow(
+        id=flow_id,
+        title=reader.get(data, "title", "", str),
+        menu_label=reader.get(data, "menu_label", "", str),
+        triggers=reader.str_list(data, "triggers", ""),
+        questions=tuple(questions),
+        rules=tuple(rules),
+        self_care=reader.get(data, "self_care", "", str),
+        self_care_cites=reader.cite(data, "", "self_care_cites"),
+        sources=reader.str_list(data, "sources", ""),
+        carry_facts=dict(carry),
+        path=str(path),
+    )
+
+
+def _load_red_flags(path: Path) -> tuple[RedFlag, ...]:
+    reader = _Reader(path.name)
+    data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
+    reader.unknown_keys(data, {"red_flags", "sources"}, "")
+    flags = []
+    for i, raw in enumerate(reader.get(data, "red_flags", "", list)):
+        where = f"red_flags[{i}]"
+        rd = reader.mapping(raw, where)
+        reader.unknown_keys(rd, {"id", "reason", "advice", "phrases", "cites"}, where)
+        flags.append(RedFlag(
+            id=reader.get(rd, "id", where, str),
+            reason=reader.get(rd, "reason", where, str),
+            advice=reader.get(rd, "advice", where, str, ""),
+            phrases=reader.str_list(rd, "phrases", where),
+            cites=reader.cite(rd, where),
+        ))
+    return tuple(flags)
+
+
+REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_understood_menu",
+                     "help", "stopped", "started", "restart", "photo", "empty", "reask",
+                     "unsure_taken_worse", "queued", "next_checklist", "after_outcome", "tier",
+                     "red_flag", "red_flag_after", "store_down", "already_opted_out")
+TIER_PLACEHOLDERS = {"oncology_line", "care_team"}
+
+
+def _load_messages(path: Path) -> dict[str, Any]:
+    reader = _Reader(path.name)
+    data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
+    for key in REQUIRED_MESSAGES:
+        if key not in data:
+            raise reader.fail(key, "is required")
+    tiers = reader.mapping(data["tier"], "tier")
+    for tier in TIERS:
+        if tier not in tiers or not isinstance(tiers[tier], str):
+            raise reader.fail(f"tier.{tier}", "is required (text)")
+        _check_template(reader, tiers[tier], f"tier.{tier}", TIER_PLACEHOLDERS)
+    return data
+
+
+def load_library(flows_dir: str | Path) -> Library:
+    base = Path(flows_dir)
+    if not base.is_dir():
+        raise FlowError(f"{base}: flows folder not found")
+    flows: dict[str, Flow] = {}
+    for path in sorted(base.glob("*.yaml")):
+        if path.stem in ("red_flags", "messages"):
+            continue
+        flow = load_flow(path)
+        flows[flow.id] = flow
+    if not flows:
+        raise FlowError(f"{base}: no checklist files (*.yaml)")
+    messages = _load_messages(base / "messages.yaml")
+    reader = _Reader("messages.yaml")
+    menu = tuple(reader.str_list(messages, "menu_order", ""))
+    for i, fid in enumerate(menu):
+        if fid not in flows:
+            raise reader.fail(f"menu_order[{i}]", f"no checklist file {fid}.yaml")
+    menu += tuple(fid for fid in flows if fid not in menu)
+    return Library(flows=flows, red_flags=_load_red_flags(base / "red_flags.yaml"),
+                   messages=messages, menu=menu)

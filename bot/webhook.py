@@ -1,0 +1,99 @@
+"""``POST /sms``: Twilio's webhook. ``GET /healthz``: is Redis answering.
+
+Never answers 500: whatever goes wrong after the signature check, the patient gets a TwiML
+message that tells them whom to call (and red-flag words are still recognised without Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from .engine import Opt
+from .service import TriageService
+from .sms import to_gsm7
+from .store import mask_phone
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+
+def service() -> TriageService:
+    return current_app.extensions["triage"]
+
+
+def signed_url() -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL + path + query when set (behind a proxy or
+    tunnel the Host header is not the public one), else the URL as Flask sees it."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        return request.url
+    query = request.query_string.decode("latin-1")
+    return f"{base}{request.path}" + (f"?{query}" if query else "")
+
+
+def signature_ok() -> bool:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:
+        return False
+    validator = RequestValidator(current_app.config["TWILIO_AUTH_TOKEN"])
+    return validator.validate(signed_url(), request.form, signature)
+
+
+def twiml(text: str | None) -> Response:
+    resp = MessagingResponse()
+    if text:
+        resp.message(text)
+    return Response(str(resp), status=200, mimetype="text/xml")
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+@bp.post("/sms")
+def sms() -> Response:
+    if not signature_ok():
+        log.warning("refused /sms: bad or missing X-Twilio-Signature")
+        abort(403)
+    form = request.form
+    phone = (form.get("From") or "").strip()[:32]
+    body = form.get("Body") or ""
+    sid = (form.get("MessageSid") or "").strip()[:64] or None
+    num_media = _int(form.get("NumMedia"))
+    svc = service()
+    if not phone:
+        return twiml(svc.engine.msg["help"])
+    try:
+        saved = svc.handle_sms(phone, sid, body, num_media)
+    except Exception:
+        log.exception("could not process a message from %s", mask_phone(phone))
+        return twiml(fallback_reply(svc, body))
+    return twiml(saved.reply)
+
+
+def fallback_reply(svc: TriageService, body: str) -> str:
+    """Redis is down, or a bug: still tell the patient what to do, red flags first."""
+    engine = svc.engine
+    try:
+        flags = engine.red_flags.find(body[: engine.max_body_chars])
+    except Exception:  # pragma: no cover - matching is pure, but never let it raise here
+        flags = []
+    if flags:
+        advice = [engine.red_flag_by_id[fid].advice for fid, _ in flags]
+        return to_gsm7(engine.compose(engine.fill(engine.msg["red_flag"]),
+                                      *(Opt(a) for a in advice)))
+    return to_gsm7(engine.fill(engine.msg["store_down"]))
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    ok = service().store.ping()
+    return jsonify({"redis": "ok" if ok else "down", "status": "ok" if ok else "degraded"}), (
+        200 if ok else 503)
