@@ -185,7 +185,9 @@ class Engine:
         tier = tier_max(*(f.tier for f in findings))
         if soon_count >= 2 and TIER_RANK[tier] < TIER_RANK["URGENT"]:
             tier = "URGENT"
-            findings.append(Finding("URGENT", "two or more findings that each need a call today",
+            soon = "; ".join(f.reason for f in findings if f.tier == "SOON")
+            findings.append(Finding("URGENT", f"two or more findings that each need a call "
+                                    f"today: {soon}",
                                     "triage-rules.md > How answers combine > rule 2"))
         return tier, findings
 
