@@ -439,12 +439,27 @@ class _Turn:
         picked = self.pick_from_menu(norm)
         flow_ids = [picked] if picked else [fid for fid, _ in self.e.router.find(text)]
         if not flow_ids:
+            flow_ids = self.flows_answered_by(text)
+        if not flow_ids:
             return None
         conv = self.start_conv()
         conv["queue"] = flow_ids[1:]
         reply = self.start_flow(flow_ids[0], text if not picked else "")
         intro = self.m["greeting_short"] if greeting else ""
         return self.e.compose(intro, reply) if intro else reply
+
+    def flows_answered_by(self, text: str) -> list[str]:
+        """A bare answer with no symptom word ("37.7", "101F") starts the checklist whose
+        prefill question understands it."""
+        found = []
+        for fid in self.e.lib.menu:
+            for q in self.e.lib.flows[fid].questions:
+                if q.prefill and q.type in ("temperature", "number"):
+                    value = self.parse(q, text)
+                    if value is not None and value != "none":
+                        found.append(fid)
+                        break
+        return found
 
     def start_flow(self, flow_id: str, text: str) -> str:
         conv = self.s["conv"]

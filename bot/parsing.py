@@ -104,7 +104,7 @@ class Temperature:
 C_RANGE = (34.0, 43.0)
 F_RANGE = (93.0, 110.0)
 _TEMP_RE = re.compile(
-    r"(?<![\d.,])(\d{2,3}(?:[.,]\d{1,2})?)\s*(?:degrees?|degs?|deg|o)?\s*"
+    r"(?<![\d.,])(\d{2,3}(?:[.,]\d{1,2})?)(?![\d])\s*(?:degrees?|degs?|deg|o)?\s*"
     r"(celsius|centigrade|fahrenheit|farenheit|faranheit|c|f)?(?![a-z])"
 )
 NO_THERMOMETER_PHRASES = ("no thermometer", "dont have a thermometer", "havent got a thermometer",
