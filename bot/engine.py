@@ -297,6 +297,7 @@ class _Turn:
         self.now = now
         self.records: list[dict[str, Any]] = []
         self.m = engine.msg
+        self.intro = ""  # a mandatory first part of this turn's reply (first-contact line)
 
     # -- helpers
     def result(self, reply: str | None) -> Result:
@@ -444,9 +445,9 @@ class _Turn:
             return None
         conv = self.start_conv()
         conv["queue"] = flow_ids[1:]
-        reply = self.start_flow(flow_ids[0], text if not picked else "")
-        intro = self.m["greeting_short"] if greeting else ""
-        return self.e.compose(intro, reply) if intro else reply
+        if greeting:  # first contact: the not-for-emergencies line leads the same reply
+            self.intro = self.m["greeting_short"]
+        return self.start_flow(flow_ids[0], text if not picked else "")
 
     def flows_answered_by(self, text: str) -> list[str]:
         """A bare answer with no symptom word ("37.7", "101F") starts the checklist whose
@@ -556,7 +557,7 @@ class _Turn:
         """Reply after the machine moved: the next question, or the outcome."""
         cur = self.current_question()
         if cur is not None:
-            return self.e.compose(Opt(lead), self.e.ask(cur[1]))
+            return self.e.compose(self.intro, Opt(lead), self.e.ask(cur[1]))
         conv = self.s["conv"]
         tier, _ = self.e.assess(conv, self.s)
         if TIER_RANK[tier] < TIER_RANK["URGENT"]:
@@ -596,7 +597,7 @@ class _Turn:
             flows = [self.e.lib.flows[fid] for fid in conv["flows"]]
             self_care = " ".join(f.self_care for f in flows[:1])
         # The tier's words come first (EMERGENCY: "Call 911 now." before anything else).
-        parts: list[str | Opt] = [self.e.fill(self.m["tier"][tier])]
+        parts: list[str | Opt] = [self.intro, self.e.fill(self.m["tier"][tier])]
         parts += [Opt(a) for a in advice]
         if tier in ("ROUTINE", "SOON"):
             parts.append(Opt(self_care))
