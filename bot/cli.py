@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 import uuid
 from typing import Any
 from urllib import error as urlerror
@@ -17,6 +16,7 @@ from urllib import parse, request
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from twilio.request_validator import RequestValidator
 
 
@@ -49,6 +49,7 @@ def reply_texts(twiml: str) -> list[str]:
 
 
 @click.command("chat")
+@with_appcontext
 @click.option("--phone", default="+15550100001", show_default=True, help="Pretend to be this "
               "number (use a new one for a first-contact conversation).")
 @click.option("--url", default="http://127.0.0.1:5000/sms", show_default=True,
@@ -106,6 +107,7 @@ def _local_sender(app: Flask, token: str, public: str | None) -> Any:
 
 
 @click.command("sweep")
+@with_appcontext
 def sweep() -> None:
     """Record abandoned checklists now."""
     written = current_app.extensions["triage"].sweep_abandoned()
@@ -113,6 +115,7 @@ def sweep() -> None:
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-worker", is_flag=True, help="Run the web app only.")
@@ -129,5 +132,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         f"Chat with it from another terminal:\n"
         f"    .venv/bin/flask --app wsgi chat\n"
         f"Health: http://{host}:{port}/healthz\n", file=sys.stderr)
-    time.sleep(0.1)
-    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+    from werkzeug.serving import run_simple
+
+    # app.run() refuses to run inside the flask command; werkzeug's server is what it wraps.
+    run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
