@@ -1,31 +1,101 @@
-"""The background worker: jobs that must run when no patient is texting.
+"""The background worker: everything that must happen when no patient is texting.
 
-Now: turns checklists left open past ABANDON_AFTER_MINUTES into 'abandoned' records.
-Run it with ``python -m bot.worker`` (docker-compose does), or inside ``flask serve``.
+Every WORKER_TICK_SECONDS one ``tick(app, now)``:
+
+1. sweeps checklists left open past ABANDON_AFTER_MINUTES into 'abandoned' records;
+2. consumes new triage records (consumer group ``pagers`` on ``triage:records``, taking over
+   entries a crashed worker left behind): starts pages (EMERGENCY, URGENT, incomplete triage),
+   acknowledgement deadlines, SOON follow-ups, and links follow-up answers to their record;
+3. re-pages escalations not acknowledged by their deadline (overdue);
+4. sends pages that are due (first attempts and retries with backoff);
+5. sends follow-ups that are due.
+
+Everything that depends on time takes ``now`` (tests use a fake clock); all state is in Redis,
+so several workers may run and a restarted one resumes. Run it with ``python -m bot.worker``
+(docker-compose does), or inside ``flask --app wsgi serve``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
 
+from . import notify
+from .followup import FollowUps
+from .paging import Pager, PagingSettings, consume
+
 log = logging.getLogger(__name__)
-TICK_SECONDS = 15
+
+
+@dataclass
+class Runtime:
+    pager: Pager
+    follow_ups: FollowUps
+    consumer: str
+    claim_idle_ms: int
+
+
+def runtime(app: Flask) -> Runtime:
+    """The worker's parts for this app, built once (the SMS backend is chosen here)."""
+    rt = app.extensions.get("worker")
+    if rt is None:
+        service = app.extensions["triage"]
+        backend = notify.backend_for(app)
+        settings = PagingSettings.from_config(app.config)
+        rt = Runtime(
+            pager=Pager(service.store, backend, settings),
+            follow_ups=FollowUps(service, backend,
+                                 after_seconds=app.config["FOLLOW_UP_AFTER_MINUTES"] * 60,
+                                 max_attempts=settings.max_attempts,
+                                 retry_base=settings.retry_base),
+            consumer=app.config.get("WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            claim_idle_ms=60_000,
+        )
+        app.extensions["worker"] = rt
+        if not settings.on_call:
+            log.warning("ON_CALL_NUMBERS is empty: EMERGENCY and URGENT outcomes will NOT be "
+                        "paged (they are marked not_paged on the dashboard)")
+    return rt
+
+
+def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
+    """What one new triage record starts."""
+    origin = rt.follow_ups.note_answer(rid, rec, now)
+    kind = rt.pager.on_record(rid, rec, now)
+    if origin and kind is None and rec.get("kind") == "abandoned":
+        # No complete reply to a re-check after a worrying answer: rule 5, alert the team.
+        rt.pager.start_page(origin, "no_follow_up_reply", now,
+                            note=f"no complete reply to the follow-up re-check ({rid})")
+    rt.follow_ups.schedule(rid, rec, now)
 
 
 def tick(app: Flask, now: float | None = None) -> dict[str, int]:
+    now = time.time() if now is None else now
+    rt = runtime(app)
     service = app.extensions["triage"]
     abandoned = service.sweep_abandoned(now)
-    return {"abandoned": len(abandoned)}
+    consumed = consume(service.store.r, rt.consumer, lambda rid, rec: route(rt, rid, rec, now),
+                       claim_idle_ms=rt.claim_idle_ms)
+    overdue = rt.pager.repage_overdue(now)
+    paged = rt.pager.send_due(now)
+    followed = rt.follow_ups.send_due(now)
+    return {"abandoned": len(abandoned), "records": consumed, "overdue": overdue,
+            "pages": paged, "follow_ups": followed}
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
-    log.info("worker started (every %ss)", TICK_SECONDS)
+    every = max(1, int(app.config.get("WORKER_TICK_SECONDS", 15)))
+    runtime(app)
+    log.info("worker started (every %ss)", every)
     while not stop.is_set():
         try:
             done = tick(app)
@@ -33,7 +103,8 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
                 log.info("worker: %s", done)
         except Exception:  # keep the worker alive; the next tick tries again
             log.exception("worker tick failed")
-        stop.wait(TICK_SECONDS)
+        stop.wait(every)
+    log.info("worker stopped")
 
 
 def main() -> None:
@@ -44,7 +115,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     run_forever(app, stop)
-    time.sleep(0)
 
 
 if __name__ == "__main__":

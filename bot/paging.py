@@ -1,0 +1,384 @@
+"""Paging the on-call care team, run by the worker (``bot/worker.py``).
+
+* A Redis Stream consumer group (``pagers``) reads every new triage record from
+  ``triage:records`` (XREADGROUP), hands it to the worker's router, and XACKs it afterwards.
+  Entries a crashed worker read but never acknowledged are taken over with XAUTOCLAIM once they
+  have been idle ``claim_idle_ms``; several workers may run, each entry goes to one of them.
+  Routing is idempotent (HSETNX / ZADD NX), so an entry handled twice pages once.
+* Which records page (triage-rules.md, "The four tiers" and rule 5): every EMERGENCY and URGENT
+  record, whatever its kind; an abandoned checklist whose tier is SOON or higher ("incomplete
+  triage"). ROUTINE and completed SOON records do not page.
+* A page goes to every ON_CALL_NUMBERS number: tier, checklist, the first reason and the
+  dashboard link; never the patient's number. Retries back off exponentially
+  (PAGE_RETRY_SECONDS x 2^n, PAGE_MAX_ATTEMPTS attempts). All state is in Redis, so a restarted
+  worker resumes where the last one stopped:
+
+  ``triage:pages:due``       sorted set  record id -> time of the next attempt
+  ``triage:pages:deadline``  sorted set  record id -> acknowledgement deadline (EMERGENCY/URGENT)
+  ``triage:esc:<id>``        hash        page_status, page_attempts, page_error, paged_at,
+                                         last_paged_at, overdue (see ``escalations.py``), and
+                                         page_kind (new | incomplete | no_follow_up_reply),
+                                         page_round, page_round_attempts, page_delivered,
+                                         page_next_at
+* An EMERGENCY/URGENT escalation still ``open`` ACK_DEADLINE_MINUTES after its record was
+  created is marked ``overdue=1`` and paged again, every deadline interval, until someone
+  acknowledges or resolves it (rule 5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from .escalations import OPEN, add_event, esc_key, status
+from .notify import SendError, SmsBackend, scrub
+from .sms import segments, to_gsm7
+from .store import RECORDS, Store, mask_phone
+
+log = logging.getLogger(__name__)
+
+GROUP = "pagers"
+DUE = "triage:pages:due"
+DEADLINES = "triage:pages:deadline"
+PAGED_TIERS = ("EMERGENCY", "URGENT")
+WORRYING_TIERS = ("SOON", "URGENT", "EMERGENCY")
+LEASE_SECONDS = 120.0       # a claimed job not finished by then is picked up again
+MAX_BACKOFF_SECONDS = 1800.0
+BATCH = 100
+WORKER = "worker"           # the "who" of the worker's events
+
+PENDING, SENT, FAILED, RETRYING, NOT_PAGED = "pending", "sent", "failed", "retrying", "not_paged"
+
+# Claim a due job: only the worker that moves its score forward runs it (several workers).
+_CLAIM = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class PagingSettings:
+    on_call: tuple[str, ...]
+    base_url: str
+    ack_deadline: float
+    max_attempts: int
+    retry_base: float
+
+    @classmethod
+    def from_config(cls, config: Any) -> PagingSettings:
+        numbers = tuple(n.strip() for n in (config.get("ON_CALL_NUMBERS") or "").split(",")
+                        if n.strip())
+        return cls(on_call=numbers,
+                   base_url=(config.get("PUBLIC_BASE_URL") or "").rstrip("/"),
+                   ack_deadline=float(config.get("ACK_DEADLINE_MINUTES", 15)) * 60,
+                   max_attempts=max(1, int(config.get("PAGE_MAX_ATTEMPTS", 6))),
+                   retry_base=max(1.0, float(config.get("PAGE_RETRY_SECONDS", 30))))
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def claim_due(r: redis.Redis, key: str, member: str, now: float, until: float) -> bool:
+    """Atomically move ``member`` of sorted set ``key`` from a score <= now to ``until``."""
+    return bool(r.eval(_CLAIM, 1, key, member, repr(now), repr(until)))
+
+
+def due_members(r: redis.Redis, key: str, now: float, limit: int = BATCH) -> list[str]:
+    return list(r.zrangebyscore(key, "-inf", now, start=0, num=limit))
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...)."""
+    return min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+
+
+def record_time(rid: str, rec: dict[str, Any]) -> float:
+    """When the record was made: its created_at, else the stream id's milliseconds."""
+    raw = rec.get("created_at") or ""
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return int(rid.split("-", 1)[0]) / 1000
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- the consumer group
+
+def ensure_group(r: redis.Redis) -> None:
+    """Create the consumer group once. It starts at the beginning of the stream so that no
+    record is ever skipped; records no longer open when they are read are not paged."""
+    try:
+        r.xgroup_create(RECORDS, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def read_new(r: redis.Redis, consumer: str, *, count: int = BATCH,
+             claim_idle_ms: int = 60_000) -> list[tuple[str, dict[str, Any] | None]]:
+    """Entries for this consumer: first those another (crashed) consumer left pending for
+    ``claim_idle_ms``, then new ones. They stay pending until ``ack``."""
+    ensure_group(r)
+    entries: list[tuple[str, dict[str, Any] | None]] = []
+    start = "0-0"
+    while len(entries) < count:
+        resp = r.xautoclaim(RECORDS, GROUP, consumer, min_idle_time=claim_idle_ms,
+                            start_id=start, count=count)
+        start, claimed = resp[0], resp[1]
+        entries.extend(_parse(rid, fields) for rid, fields in claimed)
+        if start in ("0-0", b"0-0") or not claimed:
+            break
+    if len(entries) < count:
+        for _stream, items in r.xreadgroup(GROUP, consumer, {RECORDS: ">"},
+                                           count=count - len(entries)) or []:
+            entries.extend(_parse(rid, fields) for rid, fields in items)
+    return entries
+
+
+def _parse(rid: str, fields: dict[str, str] | None) -> tuple[str, dict[str, Any] | None]:
+    if not fields or "data" not in fields:
+        return rid, None  # trimmed or deleted meanwhile
+    try:
+        return rid, json.loads(fields["data"])
+    except ValueError:
+        log.error("record %s is not valid JSON; skipped", rid)
+        return rid, None
+
+
+def ack(r: redis.Redis, rid: str) -> None:
+    r.xack(RECORDS, GROUP, rid)
+
+
+def consume(r: redis.Redis, consumer: str, route: Callable[[str, dict[str, Any]], Any], *,
+            count: int = BATCH, claim_idle_ms: int = 60_000) -> int:
+    """Read, route and acknowledge a batch. A record whose routing raises stays pending and is
+    taken over again later (by this or another worker)."""
+    done = 0
+    for rid, rec in read_new(r, consumer, count=count, claim_idle_ms=claim_idle_ms):
+        if rec is not None:
+            try:
+                route(rid, rec)
+            except Exception:
+                log.exception("could not route record %s; it stays pending", rid)
+                continue
+        ack(r, rid)
+        done += 1
+    return done
+
+
+# --------------------------------------------------------------------------- what pages
+
+def page_kind(rec: dict[str, Any]) -> str | None:
+    """Why this record pages, or None. triage-rules.md: EMERGENCY and URGENT are paged at once;
+    rule 5: a checklist abandoned after a worrying (SOON or higher) answer alerts the team."""
+    tier = rec.get("tier")
+    if rec.get("kind") == "abandoned" and tier in WORRYING_TIERS:
+        return "incomplete"
+    if tier in PAGED_TIERS:
+        return "new"
+    return None
+
+
+_HEADS = {"new": "", "incomplete": " incomplete triage (no reply)",
+          "no_follow_up_reply": " no reply to follow-up"}
+
+
+def page_text(rid: str, rec: dict[str, Any], base_url: str, *, kind: str = "new",
+              overdue: bool = False) -> str:
+    """A short GSM-7 page: tier, checklist, first reason, link. No patient number; anything in
+    the reason that looks like a phone number is masked."""
+    tier = rec.get("tier", "?")
+    flow = rec.get("flow") or "?"
+    head = f"{'OVERDUE, not acknowledged: ' if overdue else ''}{tier}{_HEADS.get(kind, '')}, " \
+           f"{flow.replace('_', ' ')}"
+    reasons = rec.get("reasons") or []
+    reason = re.sub(r"\s+", " ", scrub(str(reasons[0]))) if reasons else ""
+    link = f"{base_url}/dashboard/escalations/{rid}" if base_url else f"escalation {rid}"
+    extra = " Unregistered number." if rec.get("unregistered") else ""
+
+    def build(reason_text: str) -> str:
+        middle = f": {reason_text}." if reason_text else "."
+        return to_gsm7(f"{head}{middle}{extra} {link}")
+
+    text = build(reason)
+    cut = len(reason)
+    while segments(text) > 1 and cut > 24:  # one segment if the reason can be shortened
+        cut -= 4
+        text = build(reason[:cut].rstrip() + "...")
+    return text
+
+
+# --------------------------------------------------------------------------- paging state
+
+class Pager:
+    def __init__(self, store: Store, backend: SmsBackend, settings: PagingSettings):
+        self.store = store
+        self.r = store.r
+        self.backend = backend
+        self.s = settings
+
+    def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
+        """Route one new record: start its page and its acknowledgement deadline."""
+        kind = page_kind(rec)
+        if kind is None:
+            return None
+        if rec.get("tier") in PAGED_TIERS:
+            self.r.zadd(DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline}, nx=True)
+        self.start_page(rid, kind, now)
+        return kind
+
+    def start_page(self, rid: str, kind: str, now: float, *, note: str = "") -> bool:
+        """First page of an escalation (once: a record routed twice pages once)."""
+        key = esc_key(rid)
+        if not self.s.on_call:
+            if self.r.hsetnx(key, "page_status", NOT_PAGED):
+                self.r.hset(key, mapping={"page_kind": kind,
+                                          "page_error": "no ON_CALL_NUMBERS configured"})
+                add_event(self.r, rid, "not_paged", WORKER,
+                          "no on-call numbers configured (ON_CALL_NUMBERS): nobody was paged",
+                          now)
+                log.warning("escalation %s not paged: ON_CALL_NUMBERS is empty", rid)
+            return False
+        if not self.r.hsetnx(key, "page_status", PENDING):
+            return False
+        self.r.hset(key, mapping={"page_kind": kind, "page_attempts": 0, "page_round": 1,
+                                  "page_round_attempts": 0, "page_delivered": "[]",
+                                  "page_next_at": now})
+        if note:
+            add_event(self.r, rid, "page_queued", WORKER, note, now)
+        self.r.zadd(DUE, {rid: now})
+        return True
+
+    # -- sending
+    def send_due(self, now: float) -> int:
+        sent = 0
+        for rid in due_members(self.r, DUE, now):
+            if not claim_due(self.r, DUE, rid, now, now + LEASE_SECONDS):
+                continue  # another worker has it
+            try:
+                if self.attempt(rid, now):
+                    sent += 1
+            except Exception:
+                log.exception("paging %s failed unexpectedly; retried after the lease", rid)
+        return sent
+
+    def attempt(self, rid: str, now: float) -> bool:
+        key = esc_key(rid)
+        rec = self.store.record(rid)
+        if rec is None:
+            self.r.zrem(DUE, rid)
+            return False
+        if status(self.r, rid) != OPEN:
+            self.r.zrem(DUE, rid)
+            self.r.hset(key, mapping={"page_status": NOT_PAGED, "page_next_at": ""})
+            add_event(self.r, rid, "page_cancelled", WORKER,
+                      f"escalation already {status(self.r, rid)}: page not needed", now)
+            return False
+        d = self.r.hgetall(key)
+        numbers = self.s.on_call
+        delivered: list[str] = json.loads(d.get("page_delivered") or "[]")
+        body = page_text(rid, rec, self.s.base_url, kind=d.get("page_kind") or "new",
+                         overdue=d.get("overdue") == "1")
+        errors = []
+        for number in numbers:
+            if number in delivered:
+                continue
+            try:
+                self.backend.send(number, body)
+                delivered.append(number)
+            except SendError as exc:
+                errors.append(f"{mask_phone(number)}: {exc}")
+            except Exception as exc:  # a backend bug must not stop the retries
+                errors.append(f"{mask_phone(number)}: {type(exc).__name__}")
+                log.exception("SMS backend raised for escalation %s", rid)
+        round_attempts = int(d.get("page_round_attempts") or 0) + 1
+        fields: dict[str, Any] = {"page_attempts": int(d.get("page_attempts") or 0) + 1,
+                                  "page_round_attempts": round_attempts,
+                                  "page_delivered": json.dumps(delivered)}
+        reached = len([n for n in numbers if n in delivered])
+        if not errors:
+            fields.update({"page_status": SENT, "page_error": "", "last_paged_at": now,
+                           "page_next_at": ""})
+            if not d.get("paged_at"):
+                fields["paged_at"] = now
+            self.r.hset(key, mapping=fields)
+            self.r.zrem(DUE, rid)
+            add_event(self.r, rid, "paged", WORKER,
+                      f"page sent to {reached} on-call number(s), attempt {round_attempts}",
+                      now)
+            log.info("paged escalation %s tier=%s attempt=%s", rid, rec.get("tier"),
+                     round_attempts)
+            return True
+        error = "; ".join(errors)[:500]
+        if round_attempts < self.s.max_attempts:
+            wait = backoff(self.s.retry_base, round_attempts)
+            fields.update({"page_status": RETRYING, "page_error": error,
+                           "page_next_at": now + wait})
+            self.r.hset(key, mapping=fields)
+            self.r.zadd(DUE, {rid: now + wait})
+            add_event(self.r, rid, "page_failed", WORKER,
+                      f"attempt {round_attempts} of {self.s.max_attempts} failed "
+                      f"({reached} of {len(numbers)} reached): {error}; retry in {wait:.0f} s",
+                      now)
+            log.warning("page for %s failed (attempt %s), retry in %.0f s", rid,
+                        round_attempts, wait)
+        else:
+            fields.update({"page_status": FAILED, "page_error": error, "page_next_at": ""})
+            self.r.hset(key, mapping=fields)
+            self.r.zrem(DUE, rid)
+            add_event(self.r, rid, "page_failed", WORKER,
+                      f"gave up after {round_attempts} attempts ({reached} of {len(numbers)} "
+                      f"reached): {error}", now)
+            log.error("page for %s FAILED after %s attempts", rid, round_attempts)
+        return False
+
+    # -- the acknowledgement deadline
+    def repage_overdue(self, now: float) -> int:
+        """Rule 5: not acknowledged within the deadline -> overdue, paged again; repeated every
+        deadline interval until acknowledged or resolved."""
+        repaged = 0
+        for rid in due_members(self.r, DEADLINES, now):
+            current = status(self.r, rid)
+            if current != OPEN:
+                self.r.zrem(DEADLINES, rid)
+                continue
+            if not claim_due(self.r, DEADLINES, rid, now, now + self.s.ack_deadline):
+                continue
+            key = esc_key(rid)
+            first = self.r.hget(key, "overdue") != "1"
+            minutes = round(self.s.ack_deadline / 60)
+            self.r.hset(key, "overdue", 1)
+            why = (f"not acknowledged within {minutes} min" if first else
+                   f"still not acknowledged {minutes} min after the last page")
+            if not self.s.on_call:
+                self.r.hset(key, mapping={"page_status": NOT_PAGED,
+                                          "page_error": "no ON_CALL_NUMBERS configured"})
+                add_event(self.r, rid, "overdue", WORKER,
+                          f"{why}; no on-call numbers configured (ON_CALL_NUMBERS): nobody "
+                          "was paged", now)
+                log.warning("escalation %s overdue and not paged: ON_CALL_NUMBERS is empty", rid)
+                continue
+            page_round = int(self.r.hget(key, "page_round") or 0) + 1
+            self.r.hset(key, mapping={"page_status": PENDING, "page_round": page_round,
+                                      "page_round_attempts": 0, "page_delivered": "[]",
+                                      "page_next_at": now})
+            self.r.hsetnx(key, "page_kind", "new")
+            self.r.zadd(DUE, {rid: now})
+            add_event(self.r, rid, "overdue_repaged", WORKER,
+                      f"{why}: marked overdue, paging again (round {page_round})", now)
+            log.warning("escalation %s overdue: paging again (round %s)", rid, page_round)
+            repaged += 1
+        return repaged
+
+
