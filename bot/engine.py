@@ -286,6 +286,56 @@ class Engine:
             "created_at": iso(now),
         }
 
+    # ------------------------------------------------------------------ follow-ups
+    def start_follow_up(self, session: dict[str, Any] | None, flow_id: str, *, now: float,
+                        after_conversation: str) -> tuple[str | None, str]:
+        """Re-check a patient after a SOON outcome (``bot/followup.py``). Pure, like
+        ``handle``: changes ``session`` only.
+
+        Starts a new conversation of checklist ``flow_id`` (facts the flow carries, such as a
+        borderline temperature, come along as ``prior_*``) and puts the session on the flow's
+        follow-up question (messages.yaml ``follow_up.<flow>``: ``question`` and ``ask``), so
+        the patient's reply goes through the normal webhook path. A flow without one restarts
+        its checklist with ``follow_up_generic``. Returns (text to send, new conversation id),
+        or (None, why not) when the patient opted out, started a newer conversation since
+        ``after_conversation``, or has no session any more. Asked again for a follow-up already
+        started and not answered yet (a send that failed), returns the same text."""
+        if not session:
+            return None, "no session for this patient any more (expired)"
+        if session.get("state") == OPTED_OUT:
+            return None, "patient opted out (texted STOP)"
+        conv = session.get("conv") or {}
+        in_question = self.question_at(session.get("state", "")) is not None
+        if conv.get("follow_up_of") == after_conversation and in_question and not conv.get(
+                "done") and conv.get("follow_up_text"):
+            return conv["follow_up_text"], conv["id"]
+        if in_question or (conv and conv.get("id") != after_conversation):
+            return None, "patient started a newer conversation"
+        flow = self.lib.flows.get(flow_id)
+        if flow is None:
+            return None, f"no checklist {flow_id!r} any more"
+        conv = _Turn(self, session, "", now).start_conv()
+        conv["flows"].append(flow_id)
+        conv["follow_up_of"] = after_conversation
+        spec = (self.msg.get("follow_up") or {}).get(flow_id) or {}
+        question = next((q for q in flow.questions if q.id == spec.get("question")), None)
+        if question is not None and spec.get("ask"):
+            # Straight to the re-check question: a valid machine state, restored per message.
+            session["state"] = state_of(flow, question)
+            text = spec["ask"]
+        else:
+            self._fire(session, f"start_{flow_id}")
+            current = self.question_at(session["state"])
+            if current is None:
+                return None, f"checklist {flow_id!r} has no question to ask"
+            text = self.msg["follow_up_generic"].format(title=flow.title.lower(),
+                                                        question=self.ask(current[1]))
+        text = to_gsm7(" ".join(self.fill(text).split()))
+        conv["follow_up_text"] = text
+        session["last_seen"] = now
+        return text, conv["id"]
+
+
 
 class _Turn:
     """One inbound message, start to reply."""
