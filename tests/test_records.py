@@ -1,0 +1,71 @@
+"""Triage records: completed, abandoned (silence, MENU, STOP) and red flags; ROUTINE too."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import records
+
+
+def test_silence_after_a_worrying_answer_becomes_an_abandoned_record(app, phone):
+    service = app.extensions["triage"]
+    start = time.time() - 3600
+    for i, text in enumerate(["fever", "no", "37.7", "no"]):
+        service.handle_sms(phone.number, None, text, now=start + i)
+    assert records(app) == []
+    written = service.sweep_abandoned(now=start + 14 * 60)
+    assert written == []  # not yet: 15 minutes of silence
+    written = service.sweep_abandoned(now=start + 16 * 60)
+    assert len(written) == 1
+    rec = records(app)[0]
+    assert rec["kind"] == "abandoned" and rec["tier"] == "SOON"
+    assert rec["answers"]["temperature"] == "37.7"
+    assert "checklist abandoned" in rec["reasons"][-1]
+    # recorded once, however often the sweeper runs
+    assert service.sweep_abandoned(now=start + 30 * 60) == []
+    assert len(records(app)) == 1
+
+
+def test_a_finished_checklist_is_never_swept(app, phone):
+    service = app.extensions["triage"]
+    start = time.time() - 3600
+    for i, text in enumerate(["fever", "no", "38.5"]):
+        service.handle_sms(phone.number, None, text, now=start + i)
+    assert service.sweep_abandoned(now=start + 20 * 60) == []
+    assert [r["kind"] for r in records(app)] == ["completed"]
+
+
+def test_coming_back_after_abandonment_finishes_the_checklist(app, phone):
+    service = app.extensions["triage"]
+    start = time.time() - 3600
+    for i, text in enumerate(["fever", "no"]):
+        service.handle_sms(phone.number, None, text, now=start + i)
+    service.sweep_abandoned(now=start + 20 * 60)
+    reply = service.handle_sms(phone.number, None, "38.4", now=start + 21 * 60).reply
+    assert reply.startswith("Call the 24-hour oncology line now")
+    assert [r["kind"] for r in records(app)] == ["completed", "abandoned"]
+
+
+def test_stop_mid_checklist_records_abandonment(app, phone):
+    phone.send("fever")
+    phone.send("no")
+    phone.send("STOP")
+    assert records(app)[0]["kind"] == "abandoned"
+
+
+def test_the_transcript_keeps_both_directions(app, phone):
+    phone.send("fever")
+    transcript = app.extensions["triage"].store.transcript(phone.number)
+    assert [t["dir"] for t in transcript] == ["in", "out"]
+    assert transcript[0]["text"] == "fever" and "ANY of these" in transcript[1]["text"]
+
+
+def test_no_phone_number_in_logs(app, phone, caplog):
+    caplog.set_level("DEBUG")
+    phone.send("fever")
+    phone.send("no")
+    phone.send("38.9")
+    phone.send("I can't breathe")
+    assert caplog.records
+    assert phone.number not in caplog.text
+    assert phone.number[1:] not in caplog.text
