@@ -95,7 +95,8 @@ def test_urgent_pages_every_on_call_number_without_the_patient_number(app, sms, 
     assert done["records"] == 1 and done["pages"] == 1
     assert [n for n, _ in sms.sent] == list(ON_CALL)
     body = sms.sent[0][1]
-    assert body.startswith("URGENT, fever: temperature 38.6 C >= 38.0.")
+    assert body.startswith(f"URGENT, fever: {records(app)[0]['reasons'][0]}")
+    assert "38.6 C" in body
     assert f"{BASE_URL}/dashboard/escalations/{rid}" in body
     assert phone.number not in body and phone.number[-7:] not in body
     assert is_gsm7(body) and segments(body) == 1
