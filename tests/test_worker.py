@@ -1,0 +1,129 @@
+"""The worker process: one tick does every job, the loop stops cleanly, ``python -m bot.worker``
+pages through the console backend and exits on SIGTERM; the SMS backend is chosen from the
+settings."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+from conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, records
+from test_paging import ON_CALL, FakeBackend, esc, make_app, soon, urgent
+
+from bot import escalations
+from bot.config import ROOT
+from bot.notify import ConsoleBackend, TwilioBackend, make_backend
+from bot.paging import record_time
+from bot.worker import run_forever, tick
+
+MIN = 60.0
+
+
+@pytest.fixture
+def app(redis_url, tmp_path):
+    redis.Redis.from_url(redis_url).flushdb()
+    return make_app(redis_url, tmp_path)
+
+
+@pytest.fixture
+def sms(app):
+    backend = FakeBackend()
+    app.extensions["sms"] = backend
+    return backend
+
+
+def test_one_tick_does_every_job(app, sms, new_phone):
+    worried, borderline, silent = new_phone(), new_phone(), new_phone()
+    urgent(worried)
+    soon(borderline)
+    silent.conversation("fever", "no", "37.8")  # then no reply
+    t0 = time.time()
+    done = tick(app, t0)
+    assert done == {"abandoned": 0, "records": 2, "overdue": 0, "pages": 1, "follow_ups": 0}
+    done = tick(app, t0 + 16 * MIN)
+    # the silent checklist is swept, read and paged in the same tick; the URGENT one is overdue
+    assert done == {"abandoned": 1, "records": 1, "overdue": 1, "pages": 2, "follow_ups": 0}
+    done = tick(app, t0 + 61 * MIN)
+    assert done["follow_ups"] == 1
+    assert len(sms.to(borderline.number)) == 1
+    assert {n for n, _ in sms.sent} == {*ON_CALL, borderline.number}
+
+
+def test_run_forever_ticks_and_stops_on_request(app, sms, phone):
+    urgent(phone)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(app, stop), daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while len(sms.sent) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(sms.sent) == 2
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_python_m_bot_worker_pages_to_the_console_and_exits_on_sigterm(
+        redis_url, tmp_path, client, phone):
+    urgent(phone)
+    rid = records(client.application)[0]["id"]
+    env = {**os.environ, "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path / "w"),
+           "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CARE_TEAM_API_TOKEN": API_TOKEN,
+           "SECRET_KEY": "test-secret-key", "PUBLIC_BASE_URL": BASE_URL,
+           "ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
+           "TWILIO_ACCOUNT_SID": "", "TWILIO_FROM_NUMBER": "", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        deadline = time.time() + 20
+        while time.time() < deadline and escalations.details(r, rid).get(
+                "page_status") != "sent":
+            time.sleep(0.1)
+        assert escalations.details(r, rid).get("page_status") == "sent"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "[sms to +1********11] URGENT, fever" in out
+    assert "[sms to +1********22] URGENT, fever" in out
+    assert f"{BASE_URL}/dashboard/escalations/{rid}" in out
+    assert phone.number not in out + err
+    assert ON_CALL[0] not in out
+    assert "worker stopped" in err
+
+
+def test_backend_is_twilio_only_with_sid_and_from_number():
+    base = {"TWILIO_AUTH_TOKEN": "token", "TWILIO_ACCOUNT_SID": "", "TWILIO_FROM_NUMBER": ""}
+    assert isinstance(make_backend(base), ConsoleBackend)
+    assert isinstance(make_backend({**base, "TWILIO_ACCOUNT_SID": "AC1"}), ConsoleBackend)
+    twilio = make_backend({**base, "TWILIO_ACCOUNT_SID": "AC1",
+                           "TWILIO_FROM_NUMBER": "+15550009999"})
+    assert isinstance(twilio, TwilioBackend) and twilio.from_number == "+15550009999"
+
+
+def test_console_backend_masks_the_number():
+    out = io.StringIO()
+    ConsoleBackend(out).send("+15551234567", "How is your temperature now?")
+    assert out.getvalue() == "[sms to +1********67] How is your temperature now?\n"
+
+
+def test_overdue_uses_the_record_time_not_the_read_time(app, sms, phone):
+    # a worker that was down for 20 minutes: the page it sends late is already overdue
+    urgent(phone)
+    rec = records(app)[0]
+    t0 = record_time(rec["id"], rec)
+    done = tick(app, t0 + 20 * MIN)
+    assert done["overdue"] == 1
+    assert esc(app, rec["id"])["overdue"] == "1"
+    assert len(sms.sent) == 2 and sms.sent[0][1].startswith("OVERDUE, not acknowledged: URGENT")
