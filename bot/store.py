@@ -18,6 +18,7 @@ Service-wide keys:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -102,6 +103,7 @@ def embedded_redis_url(instance_path: str) -> str:
     proc = subprocess.Popen([redis_server, str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     _embedded[url] = proc
+    atexit.register(stop_embedded)  # the process that started it stops it; others only reuse
     for _ in range(200):
         if _answers(url):
             log.info("embedded redis-server started under %s (pid %s)", folder, proc.pid)
@@ -116,6 +118,10 @@ def stop_embedded() -> None:
     for proc in _embedded.values():
         if proc.poll() is None:
             proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - best effort at exit
+                proc.kill()
     _embedded.clear()
 
 
