@@ -314,27 +314,26 @@ class Engine:
         flow = self.lib.flows.get(flow_id)
         if flow is None:
             return None, f"no checklist {flow_id!r} any more"
-        conv = _Turn(self, session, "", now).start_conv()
-        conv["flows"].append(flow_id)
+        turn = _Turn(self, session, "", now)
+        conv = turn.start_conv()
         conv["follow_up_of"] = after_conversation
+        turn.start_flow(flow_id, "")  # the checklist starts as it would from the menu
+        current = self.question_at(session["state"])
+        if current is None:
+            return None, f"checklist {flow_id!r} has no question to ask"
         spec = (self.msg.get("follow_up") or {}).get(flow_id) or {}
         question = next((q for q in flow.questions if q.id == spec.get("question")), None)
         if question is not None and spec.get("ask"):
-            # Straight to the re-check question: a valid machine state, restored per message.
+            # Straight on to the re-check question (a state of the same checklist).
             session["state"] = state_of(flow, question)
             text = spec["ask"]
         else:
-            self._fire(session, f"start_{flow_id}")
-            current = self.question_at(session["state"])
-            if current is None:
-                return None, f"checklist {flow_id!r} has no question to ask"
             text = self.msg["follow_up_generic"].format(title=flow.title.lower(),
                                                         question=self.ask(current[1]))
         text = to_gsm7(" ".join(self.fill(text).split()))
         conv["follow_up_text"] = text
         session["last_seen"] = now
         return text, conv["id"]
-
 
 
 class _Turn:
