@@ -30,6 +30,7 @@ from .store import TRANSCRIPT_MAX, TRANSCRIPT_TTL, mask_phone, transcript_key
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT = 15.0  # seconds
 _NUMBER_RE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 
 
@@ -55,10 +56,13 @@ class TwilioBackend:
 
     def __init__(self, account_sid: str, auth_token: str, from_number: str,
                  client: Any = None):
+        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
         self.from_number = from_number
-        self.client = client or Client(account_sid, auth_token)
+        # A bounded wait: a stalled connection must not hold up the worker's other jobs.
+        self.client = client or Client(account_sid, auth_token,
+                                       http_client=TwilioHttpClient(timeout=SEND_TIMEOUT))
 
     def send(self, to: str, body: str) -> str:
         from twilio.base.exceptions import TwilioException

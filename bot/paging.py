@@ -191,7 +191,7 @@ def page_kind(rec: dict[str, Any]) -> str | None:
 
 
 _HEADS = {"new": "", "incomplete": " incomplete triage (no reply)",
-          "no_follow_up_reply": " no reply to follow-up"}
+          "no_follow_up_reply": " follow-up re-check not completed"}
 
 
 def page_text(rid: str, rec: dict[str, Any], base_url: str, *, kind: str = "new",

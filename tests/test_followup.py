@@ -178,7 +178,7 @@ def test_unanswered_follow_up_alerts_the_care_team(app, sms, phone):
     assert done["abandoned"] == 1
     pages = [body for n, body in sms.sent if n in ON_CALL]
     assert len(pages) == 2
-    assert pages[0].startswith("SOON no reply to follow-up, fever: temperature 37.6 C")
+    assert pages[0].startswith("SOON follow-up re-check not completed, fever: temperature 37.6")
     assert f"{BASE_URL}/dashboard/escalations/{rid}" in pages[0]
     assert {"follow_up_unanswered", "paged"} <= set(actions(app, rid))
     assert esc(app, rid)["page_kind"] == "no_follow_up_reply"

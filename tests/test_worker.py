@@ -110,6 +110,7 @@ def test_backend_is_twilio_only_with_sid_and_from_number():
     twilio = make_backend({**base, "TWILIO_ACCOUNT_SID": "AC1",
                            "TWILIO_FROM_NUMBER": "+15550009999"})
     assert isinstance(twilio, TwilioBackend) and twilio.from_number == "+15550009999"
+    assert twilio.client.http_client.timeout == 15.0  # a stalled send cannot hang the worker
 
 
 def test_console_backend_masks_the_number():
