@@ -89,6 +89,10 @@ class Engine:
         self.red_flags = parsing.PhraseMatcher({rf.id: rf.phrases for rf in library.red_flags})
         self.red_flag_by_id = {rf.id: rf for rf in library.red_flags}
         self.router = parsing.PhraseMatcher({f.id: f.triggers for f in library.flows.values()})
+        # Triggers that count only inside the flow's context window (e.g. "shivery" goes to the
+        # CRS checklist too when the patient had CAR T-cells in the last 30 days).
+        self.window_router = parsing.PhraseMatcher(
+            {f.id: f.window_triggers for f in library.flows.values() if f.window_triggers})
         self.machine = self._build_machine()
 
     # ------------------------------------------------------------------ the state machine
@@ -237,9 +241,20 @@ class Engine:
                     keep[i] = False
         return joined()
 
-    def menu_text(self) -> str:
+    def offered_first(self, ctx_facts: list[str] | set[str]) -> list[str]:
+        """Checklists the patient's context puts first (CRS/neurotoxicity inside their
+        windows, SVC for T-cell ALL), in menu order."""
+        return [fid for fid in self.lib.menu
+                if (w := self.lib.flows[fid].offer_first_when) is not None and w.holds(ctx_facts)]
+
+    def menu_for(self, ctx_facts: list[str] | set[str]) -> list[str]:
+        first = self.offered_first(ctx_facts)
+        return first + [fid for fid in self.lib.menu if fid not in first]
+
+    def menu_text(self, order: list[str] | None = None) -> str:
+        order = list(self.lib.menu) if order is None else order
         items = [self.msg["menu_item"].format(n=i + 1, label=self.lib.flows[fid].menu_label)
-                 for i, fid in enumerate(self.lib.menu)]
+                 for i, fid in enumerate(order)]
         return self.msg["menu"].format(items=" ".join(items))
 
     def ask(self, q: Question) -> str:
@@ -256,6 +271,8 @@ class Engine:
         session = session if session else new_session()
         session.setdefault("prior", {})
         session["risk_window"] = bool((profile or {}).get("risk_window"))
+        session["ctx"] = (profile or {}).get("ctx") or {"facts": ["ctx_unregistered"],
+                                                        "usual": {}}
         text = (body or "")[: self.max_body_chars]
         norm = " ".join(parsing.words(text))
         ctx = _Turn(self, session, phone, now)
@@ -366,7 +383,29 @@ class _Turn:
             "red_flags": [], "recorded": False,
         }
         self.s["conv"] = conv
+        self.sync_context()
         return conv
+
+    def ctx_facts(self) -> list[str]:
+        return list((self.s.get("ctx") or {}).get("facts") or ["ctx_unregistered"])
+
+    def sync_context(self) -> None:
+        """The patient's context (bot/context.py) as ``ctx_*`` facts of the conversation,
+        refreshed every message so a profile edited mid-checklist counts at once."""
+        conv = self.s.get("conv")
+        if not conv:
+            return
+        facts = conv["facts"]
+        for name in [n for n in facts if n.startswith("ctx_")]:
+            del facts[name]
+        for name in self.ctx_facts():
+            facts[name] = {"at": self.now, "from": "profile"}
+
+    def menu(self) -> list[str]:
+        return self.e.menu_for(self.ctx_facts())
+
+    def menu_text(self) -> str:
+        return self.e.menu_text(self.menu())
 
     def conv(self) -> dict[str, Any]:
         conv = self.s.get("conv")
@@ -391,12 +430,13 @@ class _Turn:
     # -- the turn
     def run(self, text: str, norm: str, num_media: int) -> Result:
         state = self.s["state"]
+        self.sync_context()
         flags = self.e.red_flags.find(text) if norm else []
 
         if state == OPTED_OUT:
             if norm in START_WORDS or norm == "yes":
                 self.e._fire(self.s, "opt_in")
-                return self.result(self.e.compose(self.m["started"], Opt(self.e.menu_text())))
+                return self.result(self.e.compose(self.m["started"], Opt(self.menu_text())))
             if flags:
                 # Carriers block texts to an opted-out number, but the care team must hear of it.
                 self.red_flag_record(flags, silent=True)
@@ -417,7 +457,7 @@ class _Turn:
             self.abandon_if_in_progress("patient asked for the menu")
             self.e._fire(self.s, "reset")
             self.s["conv"] = None
-            return self.result(self.e.compose(self.m["restart"], self.e.menu_text()))
+            return self.result(self.e.compose(self.m["restart"], self.menu_text()))
 
         if norm in START_WORDS:
             return self.result(self.e.compose(self.m["already_opted_out"], self.pending_prompt()))
@@ -426,21 +466,21 @@ class _Turn:
             notice = self.m["photo"] if num_media else self.m["empty"]
             if state == NEW:
                 return self.result(self.e.compose(self.m["greeting"], notice,
-                                                  self.e.menu_text()))
+                                                  self.menu_text()))
             return self.result(self.e.compose(notice, self.pending_prompt()))
 
         if state == NEW:
             return self.result(self.first_contact(text, norm))
         if state == IDLE:
             return self.result(self.route(text, norm) or self.e.compose(
-                self.m["not_understood_menu"], self.e.menu_text()))
+                self.m["not_understood_menu"], self.menu_text()))
         return self.result(self.answer(text))
 
     def pending_prompt(self) -> str:
         cur = self.current_question()
         if cur:
             return self.e.ask(cur[1])
-        return self.e.menu_text()
+        return self.menu_text()
 
     # -- red flags
     def red_flag_record(self, flags: list[tuple[str, str]], silent: bool = False) -> str:
@@ -470,15 +510,16 @@ class _Turn:
         if started:
             return started
         self.e._fire(self.s, "reset")
-        return self.e.compose(self.m["greeting"], self.e.menu_text())
+        return self.e.compose(self.m["greeting"], self.menu_text())
 
     def pick_from_menu(self, norm: str) -> str | None:
         toks = norm.split()
+        menu = self.menu()
         if len(toks) == 1 and toks[0].isdigit():
             i = int(toks[0]) - 1
-            if 0 <= i < len(self.e.lib.menu):
-                return self.e.lib.menu[i]
-        for fid in self.e.lib.menu:
+            if 0 <= i < len(menu):
+                return menu[i]
+        for fid in menu:
             flow = self.e.lib.flows[fid]
             if norm in {fid, " ".join(parsing.words(flow.title)),
                         " ".join(parsing.words(flow.menu_label))}:
@@ -487,7 +528,7 @@ class _Turn:
 
     def route(self, text: str, norm: str, greeting: bool = False) -> str | None:
         picked = self.pick_from_menu(norm)
-        flow_ids = [picked] if picked else [fid for fid, _ in self.e.router.find(text)]
+        flow_ids = [picked] if picked else self.flows_named_in(text)
         if not flow_ids:
             flow_ids = self.flows_answered_by(text)
         if not flow_ids:
@@ -497,6 +538,15 @@ class _Turn:
         if greeting:  # first contact: the not-for-emergencies line leads the same reply
             self.intro = self.m["greeting_short"]
         return self.start_flow(flow_ids[0], text if not picked else "")
+
+    def flows_named_in(self, text: str) -> list[str]:
+        """Checklists whose triggers the text contains, in order of appearance; the ones the
+        patient's context offers first (and their window triggers) go to the front."""
+        first = self.e.offered_first(self.ctx_facts())
+        found = [fid for fid, _ in self.e.router.find(text)]
+        found += [fid for fid, _ in self.e.window_router.find(text)
+                  if fid in first and fid not in found]
+        return [f for f in first if f in found] + [f for f in found if f not in first]
 
     def flows_answered_by(self, text: str) -> list[str]:
         """A bare answer with no symptom word ("37.7", "101F") starts the checklist whose
@@ -515,6 +565,10 @@ class _Turn:
         conv = self.s["conv"]
         flow = self.e.lib.flows[flow_id]
         conv["flows"].append(flow_id)
+        # A rule may be scoped to its own checklist with the fact flow_<id> (set once the
+        # checklist has started), so that a shared fact (fever) does not repeat a finding in
+        # a conversation that never reached that checklist.
+        conv["facts"][f"flow_{flow_id}"] = {"at": self.now, "from": "flow"}
         if text:
             self.prefill(flow, text)
         self.e._fire(self.s, f"start_{flow_id}")
@@ -539,7 +593,11 @@ class _Turn:
                 return t
             return "none" if parsing.says_no_thermometer(text) else None
         if q.type == "number":
-            return parsing.parse_number(text, q.minimum, q.maximum)
+            number = parsing.parse_number(text, q.minimum, q.maximum)
+            if number is None and q.minimum is not None and q.minimum > 0 and (
+                    parsing.parse_yes_no(text) is False or parsing.says_no_thermometer(text)):
+                return "none"  # "no", "none", "don't have one": no device to read
+            return number
         if q.type == "choice":
             return parsing.parse_choice(text, q.options)
         if q.type == "multi_choice":
@@ -564,6 +622,39 @@ class _Turn:
         for rule in q.sets:
             if rule.when.holds(numeric):
                 conv["facts"][rule.fact] = {"at": self.now, "from": q.id}
+        if q.score is not None:
+            self.update_score(q.score)
+
+    def update_score(self, score_id: str) -> None:
+        """Sum a score's answered questions; set its ``below_usual`` fact as soon as the
+        points already lost make the patient's usual total unreachable."""
+        conv = self.s["conv"]
+        for flow in self.e.lib.flows.values():
+            for sc in flow.scores:
+                if sc.id != score_id:
+                    continue
+                got = lost = 0.0
+                answered = 0
+                for qid in sc.questions:
+                    a = conv["answers"].get(qid)
+                    if a is None:
+                        continue
+                    q = flow.question(qid)
+                    value = a.get("value")
+                    points = (1.0 if value == "yes" else 0.0) if q.type == "yes_no" else (
+                        float(value) if isinstance(value, int | float) else 0.0)
+                    got += points
+                    lost += q.points() - points
+                    answered += 1
+                usual_raw = (self.s.get("ctx") or {}).get("usual", {}).get(sc.usual_field)
+                usual = float(usual_raw) if usual_raw is not None else sc.usual_default
+                done = answered == len(sc.questions)
+                shown = (f"{got:g} of {sc.max:g}" if done else
+                         f"{got:g} of {sc.max:g} so far, {lost:g} lost")
+                shown += f" (usual {usual:g}{'' if usual_raw is not None else ', not known'})"
+                conv["answers"][sc.id] = {"text": shown, "value": got, "shown": shown}
+                if sc.max - lost < usual:
+                    conv["facts"][sc.below_usual] = {"at": self.now, "from": sc.id}
 
     def answer(self, text: str) -> str:
         cur = self.current_question()

@@ -118,6 +118,11 @@ class Question:
     minimum: float | None = None
     maximum: float | None = None
     sets: tuple[SetFact, ...] = ()
+    score: str | None = None  # the id of the flow's score this answer adds points to
+
+    def points(self) -> float:
+        """The most this question adds to its score (yes_no: a yes is 1 point)."""
+        return 1.0 if self.type == "yes_no" else float(self.maximum or 0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,21 @@ class Rule:
     cites: str
     advice: str = ""
     infection: bool = False  # rule 3: one tier up inside a risk window
+
+
+@dataclass(frozen=True)
+class Score:
+    """A total summed from the answers of the questions marked ``score: <id>``, compared
+    with the patient's usual total (a profile field; ``default`` when unknown). ``below_usual``
+    is set as soon as the points already lost make the usual total unreachable, so rule 7 can
+    stop at the first lost point when the usual score is the maximum."""
+
+    id: str
+    max: float
+    usual_field: str
+    usual_default: float
+    below_usual: str  # the fact set when the total is (or can only end) below the usual one
+    questions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,11 @@ class Flow:
     sources: tuple[str, ...]
     carry_facts: dict[str, float] = field(default_factory=dict)
     path: str = ""
+    # Patient context (bot/context.py ctx_* facts): when it holds, this checklist is offered
+    # first in the menu, wins ambiguous free text, and also answers to ``window_triggers``.
+    offer_first_when: FactCondition | None = None
+    window_triggers: tuple[str, ...] = ()
+    scores: tuple[Score, ...] = ()
 
     def question(self, qid: str) -> Question:
         for q in self.questions:
@@ -254,7 +279,7 @@ def _check_template(reader: _Reader, text: str, where: str, allowed: set[str]) -
 def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
     data = reader.mapping(raw, where)
     reader.unknown_keys(data, {"id", "type", "ask", "example", "red_flag", "worse", "only_if",
-                               "prefill", "options", "min", "max", "sets"}, where)
+                               "prefill", "options", "min", "max", "sets", "score"}, where)
     qid = reader.get(data, "id", where, str)
     if not ID_RE.match(qid):
         raise reader.fail(f"{where}.id", "must be lower_snake_case")
@@ -333,7 +358,68 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
         minimum=reader.get(data, "min", where, (int, float), None),
         maximum=reader.get(data, "max", where, (int, float), None),
         sets=tuple(sets),
+        score=_score_ref(reader, data, where, qtype),
     )
+
+
+def _score_ref(reader: _Reader, data: dict[str, Any], where: str, qtype: str) -> str | None:
+    score = reader.get(data, "score", where, str, None)
+    if score is None:
+        return None
+    if not ID_RE.match(score):
+        raise reader.fail(f"{where}.score", "must be lower_snake_case (a score id)")
+    if qtype not in ("yes_no", "number"):
+        raise reader.fail(f"{where}.score", f"only yes_no and number questions add to a "
+                          f"score, not {qtype}")
+    if qtype == "number" and (data.get("min") != 0 or not isinstance(data.get("max"), int)
+                              or data["max"] < 1):
+        raise reader.fail(f"{where}.score", "a scored number question needs min: 0 and a "
+                          "whole-number max")
+    return score
+
+
+def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) -> tuple[Score, ...]:
+    from .profile import BY_NAME  # the profile field spec shared with the dashboard
+
+    out = []
+    seen: set[str] = set()
+    qids = {q.id for q in questions}
+    for i, raw in enumerate(reader.get(data, "scores", "", list, [])):
+        where = f"scores[{i}]"
+        sd = reader.mapping(raw, where)
+        reader.unknown_keys(sd, {"id", "max", "usual", "below_usual"}, where)
+        sid = reader.get(sd, "id", where, str)
+        if not ID_RE.match(sid) or sid in seen or sid in qids:
+            raise reader.fail(f"{where}.id", "must be lower_snake_case, unique, and not a "
+                              "question id")
+        seen.add(sid)
+        total = reader.get(sd, "max", where, int)
+        usual = reader.mapping(reader.get(sd, "usual", where, dict), f"{where}.usual")
+        reader.unknown_keys(usual, {"profile", "default"}, f"{where}.usual")
+        usual_field = reader.get(usual, "profile", f"{where}.usual", str)
+        spec = BY_NAME.get(usual_field)
+        if spec is None or spec.kind != "int":
+            raise reader.fail(f"{where}.usual.profile", f"{usual_field!r} is not a whole-number "
+                              "field of bot/profile.py")
+        default = reader.get(usual, "default", f"{where}.usual", int)
+        if not 0 <= default <= total:
+            raise reader.fail(f"{where}.usual.default", f"must be between 0 and {total}")
+        below = reader.get(sd, "below_usual", where, str)
+        if not ID_RE.match(below):
+            raise reader.fail(f"{where}.below_usual", "must be a lower_snake_case fact name")
+        members = [q for q in questions if q.score == sid]
+        if not members:
+            raise reader.fail(f"{where}.id", f"no question has score: {sid}")
+        points = sum(q.points() for q in members)
+        if points != total:
+            raise reader.fail(f"{where}.max", f"is {total} but the questions with score: {sid} "
+                              f"add up to {points:g}")
+        out.append(Score(sid, float(total), usual_field, float(default), below,
+                         tuple(q.id for q in members)))
+    for i, q in enumerate(questions):
+        if q.score is not None and q.score not in seen:
+            raise reader.fail(f"questions[{i}].score", f"no score {q.score!r} under scores")
+    return tuple(out)
 
 
 def load_flow(path: Path) -> Flow:
@@ -344,7 +430,8 @@ def load_flow(path: Path) -> Flow:
         raise reader.fail("top level", f"not valid YAML: {exc}") from exc
     data = reader.mapping(raw, "top level")
     reader.unknown_keys(data, {"id", "title", "menu_label", "triggers", "questions", "rules",
-                               "self_care", "self_care_cites", "sources", "carry_facts"}, "")
+                               "self_care", "self_care_cites", "sources", "carry_facts",
+                               "offer_first_when", "window_triggers", "scores"}, "")
     flow_id = reader.get(data, "id", "", str)
     if not ID_RE.match(flow_id) or flow_id in RESERVED_FLOW_IDS:
         raise reader.fail("id", f"{flow_id!r} must be lower_snake_case and not reserved")
@@ -359,7 +446,8 @@ def load_flow(path: Path) -> Flow:
         q = _question(reader, raw_q, f"questions[{i}]", ids)
         ids.add(q.id)
         questions.append(q)
-    answer_names = {q.id for q in questions}
+    scores = _scores(reader, data, questions)
+    answer_names = {q.id for q in questions} | {s.id for s in scores}
     rules = []
     rule_ids: set[str] = set()
     for i, raw_rule in enumerate(reader.get(data, "rules", "", list)):
@@ -400,7 +488,25 @@ def load_flow(path: Path) -> Flow:
         sources=reader.str_list(data, "sources", ""),
         carry_facts=dict(carry),
         path=str(path),
+        offer_first_when=_context_condition(reader, data),
+        window_triggers=reader.str_list(data, "window_triggers", "", ()),
+        scores=scores,
     )
+
+
+def _context_condition(reader: _Reader, data: dict[str, Any]) -> FactCondition | None:
+    raw = data.get("offer_first_when")
+    if raw is None:
+        if data.get("window_triggers"):
+            raise reader.fail("window_triggers", "needs offer_first_when (the context in "
+                              "which they apply)")
+        return None
+    cond = reader.fact_condition(raw, "offer_first_when")
+    bad = sorted(n for n in cond.names() if not n.startswith("ctx_"))
+    if bad:
+        raise reader.fail("offer_first_when", f"tests patient context facts (ctx_*) only, "
+                          f"not {', '.join(bad)}")
+    return cond
 
 
 def _load_red_flags(path: Path) -> tuple[RedFlag, ...]:

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
+from .context import engine_context
 from .engine import Engine, Result
 from .flows import Library
 from .store import Saved, Store, mask_phone
@@ -61,7 +62,7 @@ class TriageService:
         profile = self.store.profile(phone)
         windows = risk_window(profile, now)
         return {**profile, "risk_window": bool(windows), "risk_windows": windows,
-                "registered": bool(profile)}
+                "registered": bool(profile), "ctx": engine_context(profile, now, windows)}
 
     def handle_sms(self, phone: str, sid: str | None, body: str, num_media: int = 0,
                    now: float | None = None) -> Saved:
