@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,10 @@ from flask import Flask
 
 from . import notify
 from .followup import FollowUps
-from .paging import Pager, PagingSettings, consume
+from .paging import BATCH, Pager, PagingSettings, consume
 
 log = logging.getLogger(__name__)
+MAX_ROUNDS = 50  # batches of one job per tick
 
 
 @dataclass
@@ -77,16 +79,29 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     rt.follow_ups.schedule(rid, rec, now)
 
 
+def _drain(job: Callable[[], int], rounds: int = MAX_ROUNDS) -> int:
+    """Run a batch job again while it fills whole batches (a burst of records is paged in
+    one tick, not one batch every tick), at most ``rounds`` times."""
+    total = 0
+    for _ in range(rounds):
+        done = job()
+        total += done
+        if done < BATCH:
+            break
+    return total
+
+
 def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     rt = runtime(app)
     service = app.extensions["triage"]
     abandoned = service.sweep_abandoned(now)
-    consumed = consume(service.store.r, rt.consumer, lambda rid, rec: route(rt, rid, rec, now),
-                       claim_idle_ms=rt.claim_idle_ms)
-    overdue = rt.pager.repage_overdue(now)
-    paged = rt.pager.send_due(now)
-    followed = rt.follow_ups.send_due(now)
+    consumed = _drain(lambda: consume(service.store.r, rt.consumer,
+                                      lambda rid, rec: route(rt, rid, rec, now),
+                                      count=BATCH, claim_idle_ms=rt.claim_idle_ms))
+    overdue = _drain(lambda: rt.pager.repage_overdue(now))
+    paged = _drain(lambda: rt.pager.send_due(now))
+    followed = _drain(lambda: rt.follow_ups.send_due(now))
     return {"abandoned": len(abandoned), "records": consumed, "overdue": overdue,
             "pages": paged, "follow_ups": followed}
 

@@ -128,3 +128,17 @@ def test_overdue_uses_the_record_time_not_the_read_time(app, sms, phone):
     assert done["overdue"] == 1
     assert esc(app, rec["id"])["overdue"] == "1"
     assert len(sms.sent) == 2 and sms.sent[0][1].startswith("OVERDUE, not acknowledged: URGENT")
+
+
+def test_a_burst_of_records_is_paged_in_one_tick(app, sms):
+    store = app.extensions["triage"].store
+    now = time.time()
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    for i in range(250):
+        store.append_record({"phone": f"+1555000{i:04d}", "flow": "fever", "flows": ["fever"],
+                             "tier": "URGENT", "reasons": ["temperature 38.6 C >= 38.0"],
+                             "kind": "completed", "conversation_id": f"c{i}",
+                             "created_at": created})
+    done = tick(app, now)
+    assert done["records"] == 250 and done["pages"] == 250
+    assert len(sms.sent) == 500
