@@ -94,9 +94,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             abandon_after_seconds=app.config["ABANDON_AFTER_MINUTES"] * 60)
     app.extensions["triage"] = service
 
-    from . import api, cli, webhook
+    from flask import redirect, url_for
+    from flask_wtf.csrf import CSRFProtect
+
+    from . import api, cli, dashboard, webhook
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
+    # Every dashboard form carries a CSRF token; Twilio's webhook and the bearer-token API
+    # are not browser forms (they are signed / token-authenticated instead).
+    csrf = CSRFProtect(app)
+    csrf.exempt(webhook.bp)
+    csrf.exempt(api.bp)
+    app.add_url_rule("/", "index", lambda: redirect(url_for("dashboard.queue")))
     cli.register(app)
     return app

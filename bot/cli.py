@@ -24,6 +24,9 @@ def register(app: Flask) -> None:
     app.cli.add_command(serve)
     app.cli.add_command(chat)
     app.cli.add_command(sweep)
+    from .users import create_user_command
+
+    app.cli.add_command(create_user_command)
 
 
 def signed_post(url: str, token: str, form: dict[str, str]) -> tuple[int, str]:

@@ -1,0 +1,403 @@
+"""What the dashboard shows, computed from the store: the queue's rows, the filters, the
+overview's numbers and its SVG chart. No Flask here, so tests can call it on known data."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+
+from .. import escalations
+from ..flows import TIERS
+from ..store import RECORDS, STATUS, Store, profile_key
+
+QUEUE_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # display order, most urgent first
+TIER_ORDER = {t: i for i, t in enumerate(QUEUE_TIERS)}
+DEFAULT_TIERS = ("EMERGENCY", "URGENT", "SOON")  # ROUTINE only when asked for
+PAGED_TIERS = ("EMERGENCY", "URGENT")  # triage-rules.md: paged, acknowledge within 15 min
+STATUS_FILTERS = {
+    "active": ("open", "acknowledged"),  # the default: everything not yet resolved
+    "open": ("open",),
+    "acknowledged": ("acknowledged",),
+    "resolved": ("resolved",),
+    "all": (None,),
+}
+STATUS_ORDER = {"open": 0, "acknowledged": 1, "resolved": 2}
+MAX_ROWS = 2000  # per status scanned; far above a night's queue
+TRANSCRIPT_BEFORE = 1  # second before the conversation's start (stored to the second)
+TRANSCRIPT_AFTER = 15 * 60  # seconds after the record: the reply and what came right after
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, ISO).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(ISO)
+
+
+def age_text(seconds: float) -> str:
+    """'just now', '12 min ago', '3 h 5 min ago', '2 days ago'."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return "just now"
+    minutes = s // 60
+    if minutes < 60:
+        return f"{minutes} min ago"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min ago" if minutes else f"{hours} h ago"
+    days = hours // 24
+    return "1 day ago" if days == 1 else f"{days} days ago"
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+# --------------------------------------------------------------------------- filters
+
+@dataclass
+class Filters:
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    status: str = "active"
+    flow: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def args(self) -> list[tuple[str, str]]:
+        """As query parameters (for the export link and the poll)."""
+        out = [("tier", t) for t in self.tiers]
+        out.append(("status", self.status))
+        if self.flow:
+            out.append(("flow", self.flow))
+        if self.date_from:
+            out.append(("from", self.date_from.isoformat()))
+        if self.date_to:
+            out.append(("to", self.date_to.isoformat()))
+        return out
+
+    def describe(self) -> str:
+        parts = [f"tier={','.join(self.tiers)}", f"status={self.status}"]
+        if self.flow:
+            parts.append(f"flow={self.flow}")
+        if self.date_from:
+            parts.append(f"from={self.date_from}")
+        if self.date_to:
+            parts.append(f"to={self.date_to}")
+        return " ".join(parts)
+
+
+def parse_filters(args: Any, flows: tuple[str, ...]) -> Filters:
+    """From a request's query string. Bad values fall back to the default, with a message
+    (a nurse's typo must never empty the queue silently)."""
+    f = Filters()
+    tiers = tuple(t for t in QUEUE_TIERS if t in {x.upper() for x in args.getlist("tier")})
+    if tiers:
+        f.tiers = tiers
+    status = args.get("status") or "active"
+    if status in STATUS_FILTERS:
+        f.status = status
+    else:
+        f.errors["status"] = f"unknown status {status!r}"
+    flow = args.get("flow") or ""
+    if flow and flow not in flows:
+        f.errors["flow"] = f"unknown checklist {flow!r}"
+    else:
+        f.flow = flow
+    for name, attr in (("from", "date_from"), ("to", "date_to")):
+        raw = (args.get(name) or "").strip()
+        if raw:
+            try:
+                setattr(f, attr, date.fromisoformat(raw))
+            except ValueError:
+                f.errors[name] = "must be a date like 2026-11-24"
+    return f
+
+
+def select(store: Store, f: Filters, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
+    """Records matching the filters, in queue order."""
+    found: list[dict[str, Any]] = []
+    for status in STATUS_FILTERS[f.status]:
+        found.extend(store.records(tiers=f.tiers, status=status, limit=limit))
+    out = []
+    for rec in found:
+        if f.flow and f.flow != rec.get("flow") and f.flow not in (rec.get("flows") or []):
+            continue
+        created = parse_iso(rec.get("created_at"))
+        day = datetime.fromtimestamp(created, UTC).date() if created is not None else None
+        if f.date_from and (day is None or day < f.date_from):
+            continue
+        if f.date_to and (day is None or day > f.date_to):
+            continue
+        out.append(rec)
+    return queue_order(out)
+
+
+def queue_order(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EMERGENCY, URGENT, SOON, ROUTINE; within a tier, what still needs someone (open) before
+    what someone has (acknowledged); then oldest first: the longest wait is the most urgent."""
+    return sorted(recs, key=lambda r: (TIER_ORDER.get(r.get("tier", ""), 9),
+                                       STATUS_ORDER.get(r.get("status", ""), 9),
+                                       parse_iso(r.get("created_at")) or 0, r["id"]))
+
+
+# --------------------------------------------------------------------------- rows
+
+def is_overdue(rec: dict[str, Any], esc: dict[str, str], now: float, deadline: float) -> bool:
+    """The paging worker's flag, or (without waiting for it) an EMERGENCY/URGENT still open
+    past the acknowledgement deadline (triage-rules.md rule 5)."""
+    if esc.get("overdue") == "1":
+        return True
+    created = parse_iso(rec.get("created_at"))
+    return (rec.get("tier") in PAGED_TIERS and rec.get("status") == "open"
+            and created is not None and now - created > deadline)
+
+
+def rows(r: redis.Redis, recs: list[dict[str, Any]], now: float, deadline: float,
+         flow_titles: dict[str, str]) -> list[dict[str, Any]]:
+    """Everything one line of the queue (HTML, JSON, CSV) shows."""
+    pipe = r.pipeline(transaction=False)
+    phones = sorted({rec.get("phone", "") for rec in recs})
+    for rec in recs:
+        pipe.hgetall(escalations.esc_key(rec["id"]))
+    for phone in phones:
+        pipe.hmget(profile_key(phone), "name", "status")
+    results = pipe.execute()
+    escs = results[: len(recs)]
+    profiles = dict(zip(phones, results[len(recs):], strict=True))
+    out = []
+    for rec, esc in zip(recs, escs, strict=True):
+        name, pstatus = profiles.get(rec.get("phone", ""), [None, None])
+        created = parse_iso(rec.get("created_at")) or now
+        flows = rec.get("flows") or ([rec["flow"]] if rec.get("flow") else [])
+        out.append({
+            "id": rec["id"],
+            "tier": rec.get("tier", ""),
+            "status": rec.get("status", "open"),
+            "kind": rec.get("kind", ""),
+            "created_at": rec.get("created_at", ""),
+            "age": age_text(now - created),
+            "age_seconds": int(now - created),
+            "phone": rec.get("phone", ""),
+            "name": name or "",
+            "patient": name or rec.get("phone", ""),
+            "patient_status": pstatus or "",
+            "registered": bool(pstatus),  # profile.save always sets a status
+            "flow": rec.get("flow", ""),
+            "checklist": ", ".join(flow_titles.get(f, f) for f in flows) or "red flag",
+            "reasons": list(rec.get("reasons") or []),
+            "page_status": esc.get("page_status", ""),
+            "page_attempts": esc.get("page_attempts", ""),
+            "page_error": esc.get("page_error", ""),
+            "overdue": is_overdue(rec, esc, now, deadline),
+            "acknowledged_by": esc.get("acknowledged_by", ""),
+            "acknowledged_at": _iso_or_blank(esc.get("acknowledged_at")),
+            "resolved_by": esc.get("resolved_by", ""),
+            "resolved_at": _iso_or_blank(esc.get("resolved_at")),
+            "resolved_note": esc.get("resolved_note", ""),
+        })
+    return out
+
+
+def _iso_or_blank(value: str | None) -> str:
+    try:
+        return iso(float(value)) if value else ""
+    except ValueError:
+        return ""
+
+
+# --------------------------------------------------------------------------- CSV
+
+CSV_COLUMNS = ("id", "created_at", "tier", "status", "patient", "phone", "checklist", "kind",
+               "reasons", "overdue", "page_status", "page_attempts", "page_error",
+               "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
+               "resolved_note")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A spreadsheet must never run a cell as a formula (OWASP CSV injection): a text that
+    starts with = + - @ (or a tab / carriage return) gets a leading apostrophe."""
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, list):
+        text = "; ".join(str(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_row(row: dict[str, Any]) -> list[str]:
+    return [csv_cell(row.get(c)) for c in CSV_COLUMNS]
+
+
+# --------------------------------------------------------------------------- transcript
+
+def transcript_window(store: Store, rec: dict[str, Any], whole: bool = False
+                      ) -> list[dict[str, Any]]:
+    """The patient's texts around this record: from the conversation's start to a little
+    after the record (``whole``: the last 300 texts of this number)."""
+    messages = store.transcript(rec.get("phone", ""), count=5000)
+    if whole:
+        return messages[-300:]
+    start = (parse_iso(rec.get("started_at")) or parse_iso(rec.get("created_at")) or 0)
+    end = (parse_iso(rec.get("created_at")) or start) + TRANSCRIPT_AFTER
+    start -= TRANSCRIPT_BEFORE
+    out = []
+    for m in messages:
+        try:
+            at = float(m.get("at", ""))
+        except ValueError:
+            continue
+        if start <= at <= end:
+            out.append({**m, "at_iso": iso(at)})
+    return out
+
+
+# --------------------------------------------------------------------------- overview
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% of values at or below."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def overview(r: redis.Redis, now: float, deadline: float, days: int = 30) -> dict[str, Any]:
+    """Escalations per day by tier over the last ``days`` days (UTC days, today included),
+    time to acknowledge, overdue counts."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    first = today - timedelta(days=days - 1)
+    first_ts = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()
+    # Stream ids are the time of writing, never earlier than the record's created_at.
+    entries = r.xrange(RECORDS, min=f"{int(first_ts * 1000)}", max="+")
+    recs = []
+    for rid, fields in entries:
+        rec = json.loads(fields["data"])
+        created = parse_iso(rec.get("created_at"))
+        if created is None or not first_ts <= created <= now:
+            continue
+        recs.append((rid, rec, created))
+    pipe = r.pipeline(transaction=False)
+    for rid, _, _ in recs:
+        pipe.hmget(escalations.esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
+        pipe.hget(STATUS, rid)
+    fetched = pipe.execute()
+
+    per_day = {first + timedelta(days=i): dict.fromkeys(TIERS, 0) for i in range(days)}
+    totals = dict.fromkeys(TIERS, 0)
+    ack: dict[str, list[float]] = {t: [] for t in QUEUE_TIERS}
+    waiting = dict.fromkeys(QUEUE_TIERS, 0)
+    overdue_total = overdue_open = 0
+    for i, (_rid, rec, created) in enumerate(recs):
+        tier = rec.get("tier", "")
+        if tier not in totals:
+            continue
+        acked, resolved, flag = fetched[2 * i]
+        status = fetched[2 * i + 1] or rec.get("status", "open")
+        per_day[datetime.fromtimestamp(created, UTC).date()][tier] += 1
+        totals[tier] += 1
+        # A record resolved straight away was acknowledged when it was resolved.
+        first_action = _float(acked) if acked else _float(resolved)
+        if tier != "ROUTINE":
+            if first_action is not None:
+                ack[tier].append(max(0.0, first_action - created))
+            else:
+                waiting[tier] += 1
+        if tier in PAGED_TIERS:
+            late = (flag == "1"
+                    or (first_action is not None and first_action - created > deadline)
+                    or (first_action is None and now - created > deadline))
+            overdue_total += late
+            overdue_open += late and status == "open"
+    escalated = [t for t in QUEUE_TIERS if t != "ROUTINE"]
+    all_times = [x for t in escalated for x in ack[t]]
+    stats = [_ack_stats(t, ack[t], waiting[t]) for t in escalated]
+    stats.append(_ack_stats("all escalations", all_times, sum(waiting.values())))
+    day_rows = [{"day": d, "counts": c, "total": sum(c.values())} for d, c in per_day.items()]
+    return {"first": first, "today": today, "days": day_rows, "totals": totals,
+            "ack": stats, "overdue_total": overdue_total, "overdue_open": overdue_open,
+            "deadline_minutes": int(deadline // 60), "chart": chart(day_rows)}
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _ack_stats(label: str, times: list[float], waiting: int) -> dict[str, Any]:
+    median = statistics.median(times) if times else None
+    p90 = percentile(times, 90)
+    return {"label": label, "n": len(times), "waiting": waiting, "median": median, "p90": p90,
+            "median_text": duration_text(median), "p90_text": duration_text(p90)}
+
+
+# --------------------------------------------------------------------------- SVG chart
+
+CHART_W, CHART_H = 900, 280
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 14, 40
+STACK = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # bottom to top
+
+
+def _nice_max(value: int) -> tuple[int, int]:
+    """An axis maximum and step with about four round ticks."""
+    if value <= 4:
+        return 4, 1
+    raw = value / 4
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return int(math.ceil(value / step) * step), int(step)
+
+
+def chart(day_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Geometry of a stacked bar chart (one bar per day, one segment per tier), drawn by the
+    template as inline SVG: no script, no library, nothing fetched."""
+    top, step = _nice_max(max((d["total"] for d in day_rows), default=0))
+    plot_w = CHART_W - PAD_L - PAD_R
+    plot_h = CHART_H - PAD_T - PAD_B
+    slot = plot_w / max(1, len(day_rows))
+    bar_w = max(2.0, slot * 0.7)
+    bars, labels = [], []
+    for i, d in enumerate(day_rows):
+        x = PAD_L + i * slot + (slot - bar_w) / 2
+        y = PAD_T + plot_h
+        for tier in STACK:
+            n = d["counts"][tier]
+            if not n:
+                continue
+            h = n / top * plot_h
+            y -= h
+            bars.append({"x": round(x, 1), "y": round(y, 1), "w": round(bar_w, 1),
+                         "h": round(h, 1), "tier": tier,
+                         "title": f"{d['day'].isoformat()}: {n} {tier}"})
+        if i % 5 == 0 or i == len(day_rows) - 1:
+            labels.append({"x": round(x + bar_w / 2, 1), "y": CHART_H - PAD_B + 16,
+                           "text": d["day"].strftime("%m-%d")})
+    ticks = [{"y": round(PAD_T + plot_h - v / top * plot_h, 1), "value": v}
+             for v in range(0, top + 1, step)]
+    return {"width": CHART_W, "height": CHART_H, "left": PAD_L, "right": CHART_W - PAD_R,
+            "bottom": PAD_T + plot_h, "bars": bars, "labels": labels, "ticks": ticks,
+            "tiers": STACK}
