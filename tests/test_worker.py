@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -19,7 +20,7 @@ from test_paging import ON_CALL, FakeBackend, esc, make_app, soon, urgent
 
 from bot import escalations
 from bot.config import ROOT
-from bot.notify import ConsoleBackend, TwilioBackend, make_backend
+from bot.notify import ConsoleBackend, SendError, TwilioBackend, make_backend
 from bot.paging import record_time
 from bot.worker import run_forever, tick
 
@@ -142,3 +143,52 @@ def test_a_burst_of_records_is_paged_in_one_tick(app, sms):
     done = tick(app, now)
     assert done["records"] == 250 and done["pages"] == 250
     assert len(sms.sent) == 500
+
+
+def test_twilio_backend_posts_the_message_to_the_rest_api():
+    """The real twilio client against a local stand-in for api.twilio.com: the request it
+    makes (path, basic auth, To/From/Body), the sid it returns, and an error answer."""
+    import base64
+    import json
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[dict[str, Any]] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            seen.append({"path": self.path, "auth": self.headers["Authorization"], **form})
+            ok = form["To"] != "+15550000000"
+            body = ({"sid": "SMabc123", "status": "queued"} if ok else
+                    {"code": 21211, "message": f"The 'To' number {form['To']} is not valid",
+                     "status": 400})
+            data = json.dumps(body).encode()
+            self.send_response(201 if ok else 400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        backend = make_backend({"TWILIO_ACCOUNT_SID": "AC123", "TWILIO_AUTH_TOKEN": "tok",
+                                "TWILIO_FROM_NUMBER": "+15550009999"})
+        assert isinstance(backend, TwilioBackend)
+        backend.client.api.base_url = f"http://127.0.0.1:{server.server_port}"
+        assert backend.send("+15550001111", "URGENT, fever") == "SMabc123"
+        with pytest.raises(SendError) as err:
+            backend.send("+15550000000", "URGENT, fever")
+    finally:
+        server.shutdown()
+    assert seen[0]["path"] == "/2010-04-01/Accounts/AC123/Messages.json"
+    assert seen[0]["auth"] == "Basic " + base64.b64encode(b"AC123:tok").decode()
+    assert (seen[0]["To"], seen[0]["From"], seen[0]["Body"]) == (
+        "+15550001111", "+15550009999", "URGENT, fever")
+    assert "not valid" in str(err.value) and "+15550000000" not in str(err.value)
