@@ -134,11 +134,34 @@ def parse_filters(args: Any, flows: tuple[str, ...]) -> Filters:
     return f
 
 
+def unresolved(store: Store, statuses: tuple[str, ...], tiers: tuple[str, ...] = ()
+               ) -> list[dict[str, Any]]:
+    """Records whose status is one of ``statuses`` (not 'resolved'), found through the status
+    hash: a poll every few seconds must not read the whole history of the records stream."""
+    wanted = set(statuses)
+    found = {rid: st for rid, st in store.r.hscan_iter(STATUS, count=1000) if st in wanted}
+    pipe = store.r.pipeline(transaction=False)
+    for rid in found:
+        pipe.xrange(RECORDS, min=rid, max=rid)
+    out = []
+    for (rid, status), entries in zip(found.items(), pipe.execute(), strict=True):
+        if not entries:
+            continue
+        rec = {"id": rid, **json.loads(entries[0][1]["data"]), "status": status}
+        if not tiers or rec.get("tier") in tiers:
+            out.append(rec)
+    return out
+
+
 def select(store: Store, f: Filters, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
     """Records matching the filters, in queue order."""
     found: list[dict[str, Any]] = []
-    for status in STATUS_FILTERS[f.status]:
-        found.extend(store.records(tiers=f.tiers, status=status, limit=limit))
+    statuses = STATUS_FILTERS[f.status]
+    if None in statuses or "resolved" in statuses:
+        for status in statuses:
+            found.extend(store.records(tiers=f.tiers, status=status, limit=limit))
+    else:
+        found = unresolved(store, statuses, f.tiers)
     out = []
     for rec in found:
         if f.flow and f.flow != rec.get("flow") and f.flow not in (rec.get("flows") or []):

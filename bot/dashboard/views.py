@@ -99,8 +99,7 @@ def alarm() -> dict[str, Any]:
     """What the banner on every page says, whatever the queue's filters: EMERGENCY
     escalations nobody has acknowledged yet, and how many paged ones are past the deadline."""
     store = service().store
-    recs = data.queue_order(store.records(tiers=data.PAGED_TIERS, status="open",
-                                          limit=data.MAX_ROWS))
+    recs = data.queue_order(data.unresolved(store, ("open",), data.PAGED_TIERS))
     rows = data.rows(store.r, recs, time.time(), deadline(), flow_titles())
     return {"emergencies": [{"id": x["id"], "patient": x["patient"], "age": x["age"],
                              "url": url_for("dashboard.detail", rid=x["id"])}
