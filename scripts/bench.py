@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import AUTH_TOKEN, BASE_URL, free_port, redis_server_binary, sign  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from bot import create_app  # noqa: E402
@@ -34,6 +33,7 @@ from bot.cli import signed_post  # noqa: E402
 from bot.config import ROOT as BOT_ROOT  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.flows import load_library  # noqa: E402
+from conftest import AUTH_TOKEN, BASE_URL, free_port, redis_server_binary, sign  # noqa: E402
 
 CONVERSATION = ["fever", "no", "36.9", "no", "no", "no", "1", "no"]
 

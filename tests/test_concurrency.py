@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import AUTH_TOKEN, free_port
 from werkzeug.serving import make_server
 
 from bot.cli import reply_texts, signed_post
+from conftest import AUTH_TOKEN, free_port
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import CARE_TEAM, ONCOLOGY_LINE, records
 
 from bot import profile
+from conftest import CARE_TEAM, ONCOLOGY_LINE, records
 
 URGENT_START = f"Call the 24-hour oncology line now at {ONCOLOGY_LINE}"
 SOON_START = f"Call the care team today at {CARE_TEAM}"

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from conftest import BASE_URL, records, settings
 from test_paging import ON_CALL, FakeBackend, actions, esc, make_app, soon
 
 from bot import create_app
@@ -24,6 +23,7 @@ from bot.paging import record_time
 from bot.sms import MAX_SEGMENTS, is_gsm7, segments
 from bot.store import INFLIGHT, profile_key
 from bot.worker import runtime, tick
+from conftest import BASE_URL, records, settings
 
 MIN = 60.0
 FEVER_FOLLOW_UP = "How is your temperature now? Reply with the number, like 38.2 or 100.8F."

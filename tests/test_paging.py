@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import BASE_URL, records, settings
 from twilio.base.exceptions import TwilioRestException
 
 from bot import create_app, escalations
@@ -19,6 +18,7 @@ from bot.paging import DEADLINES, DUE, GROUP, ack, page_text, read_new
 from bot.sms import is_gsm7, segments
 from bot.store import RECORDS
 from bot.worker import runtime, tick
+from conftest import BASE_URL, records, settings
 
 ON_CALL = ("+15550001111", "+15550002222")
 MIN = 60.0

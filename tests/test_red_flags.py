@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import records
 
 from bot.config import ROOT
 from bot.flows import load_library
 from bot.parsing import PhraseMatcher
+from conftest import records
 
 LIB = load_library(ROOT / "flows")
 

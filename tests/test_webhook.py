@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BASE_URL, ONCOLOGY_LINE, Phone, records, replies, settings, sign
 
 from bot import create_app
 from bot.sms import is_gsm7, segments
+from conftest import BASE_URL, ONCOLOGY_LINE, Phone, records, replies, settings, sign
 
 
 def form(**extra: str) -> dict[str, str]:

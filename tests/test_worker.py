@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, records
 from test_paging import ON_CALL, FakeBackend, esc, make_app, soon, urgent
 
 from bot import escalations
@@ -23,6 +22,7 @@ from bot.config import ROOT
 from bot.notify import ConsoleBackend, SendError, TwilioBackend, make_backend
 from bot.paging import record_time
 from bot.worker import run_forever, tick
+from conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, records
 
 MIN = 60.0
 
