@@ -169,7 +169,9 @@ class Engine:
         if conv is None:
             return "ROUTINE", []
         facts = conv["facts"]
-        risk = bool(session.get("risk_window"))
+        # Rule 3: the profile's windows, or an answer that set the fact ``risk_window`` (the
+        # context question an unregistered number is asked, e.g. CAR-T in the last 4 weeks).
+        risk = bool(session.get("risk_window")) or "risk_window" in facts
         findings: list[Finding] = []
         soon_count = 0
         for flow, rule in self._rules():

@@ -384,7 +384,12 @@ def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) ->
     out = []
     seen: set[str] = set()
     qids = {q.id for q in questions}
-    for i, raw in enumerate(reader.get(data, "scores", "", list, [])):
+    raw_scores = reader.get(data, "scores", "", list, [])
+    declared = {sd.get("id") for sd in raw_scores if isinstance(sd, dict)}
+    for i, q in enumerate(questions):
+        if q.score is not None and q.score not in declared:
+            raise reader.fail(f"questions[{i}].score", f"no score {q.score!r} under scores")
+    for i, raw in enumerate(raw_scores):
         where = f"scores[{i}]"
         sd = reader.mapping(raw, where)
         reader.unknown_keys(sd, {"id", "max", "usual", "below_usual"}, where)
@@ -416,9 +421,6 @@ def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) ->
                               f"add up to {points:g}")
         out.append(Score(sid, float(total), usual_field, float(default), below,
                          tuple(q.id for q in members)))
-    for i, q in enumerate(questions):
-        if q.score is not None and q.score not in seen:
-            raise reader.fail(f"questions[{i}].score", f"no score {q.score!r} under scores")
     return tuple(out)
 
 
