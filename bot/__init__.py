@@ -22,7 +22,10 @@ from .flows import load_library
 from .service import TriageService
 from .store import Store, embedded_redis_url
 
-_PHONE_RE = re.compile(r"\+?\d[\d\s().-]{8,}\d")
+# E.164 numbers (+15551234567) and North American numbers written the usual ways
+# (555-123-4567, (555) 123 4567, 15551234567); not record ids such as 1732300000000-0.
+_PHONE_RE = re.compile(
+    r"(?<![\w+-])(?:\+\d[\d\s.()-]{5,18}\d|(?:1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4})(?![\w-])")
 
 
 class MaskPhones(logging.Filter):
