@@ -7,6 +7,7 @@ one slot (Redis Cluster / Sentinel ready):
 * ``triage:{+1555...}:sid:<MessageSid>``  the reply already given (Twilio retries), 48 h
 * ``triage:{+1555...}:transcript``  stream of inbound and outbound texts, capped
 * ``triage:{+1555...}:profile``  hash, the care team's patient profile
+* ``triage:{+1555...}:optout``  set while the patient has opted out (STOP); no expiry
 
 Service-wide keys:
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 RECORDS = "triage:records"
 STATUS = "triage:status"
 INFLIGHT = "triage:inflight"
+OPTED_OUT_STATE = "opted_out"  # the engine's state after STOP
 TRANSCRIPT_MAX = 1000
 TRANSCRIPT_TTL = 90 * 24 * 3600
 
@@ -46,6 +48,10 @@ def session_key(phone: str) -> str:
 
 def dedup_key(phone: str, sid: str) -> str:
     return f"triage:{{{phone}}}:sid:{sid}"
+
+
+def optout_key(phone: str) -> str:
+    return f"triage:{{{phone}}}:optout"
 
 
 def transcript_key(phone: str) -> str:
@@ -170,8 +176,9 @@ class Store:
         after the commit that made them true.
         """
         skey = session_key(phone)
+        okey = optout_key(phone)
         dkey = dedup_key(phone, sid) if sid else None
-        watched = [skey, dkey] if dkey else [skey]
+        watched = [skey, okey, dkey] if dkey else [skey, okey]
         for attempt in range(retries):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
@@ -183,6 +190,9 @@ class Store:
                             return Saved(data["reply"], True, [])
                     raw = pipe.get(skey)
                     session = json.loads(raw) if raw else None
+                    if session is None and pipe.exists(okey):
+                        # STOP outlives the session: opted out until START, however long.
+                        session = {"state": OPTED_OUT_STATE}
                     result = step(session)
                     ts = now if now is not None else time.time()
                     pipe.multi()
@@ -192,6 +202,10 @@ class Store:
                             pipe.set(skey, body, keepttl=True)
                     else:
                         pipe.set(skey, body, ex=self.session_ttl)
+                    if result.session.get("state") == OPTED_OUT_STATE:
+                        pipe.set(okey, f"{ts:.0f}")
+                    elif result.session:
+                        pipe.delete(okey)
                     if dkey:
                         pipe.set(dkey, json.dumps({"reply": result.reply}), ex=self.dedup_ttl)
                     tkey = transcript_key(phone)

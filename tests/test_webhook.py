@@ -251,3 +251,14 @@ def test_healthz(client, app_without_redis):
 def test_signature_still_checked_when_redis_is_down(app_without_redis):
     resp = app_without_redis.test_client().post("/sms", data=form())
     assert resp.status_code == 403
+
+
+def test_opt_out_outlives_the_session(app, phone):
+    phone.send("hi")
+    phone.send("STOP")
+    store = app.extensions["triage"].store
+    store.r.delete(f"triage:{{{phone.number}}}:session")  # 24 h of silence: session expired
+    assert phone.send("hello") == ""
+    assert "Texts are on again" in phone.send("START")
+    store.r.delete(f"triage:{{{phone.number}}}:session")
+    assert phone.send("hello").startswith("Hi,")
