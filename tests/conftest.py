@@ -81,9 +81,11 @@ def settings(redis_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(redis_url: str, tmp_path: Path) -> Any:
+def app(redis_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """The app on a flushed Redis; a test module may set APP_SETTINGS to add settings."""
     redis.Redis.from_url(redis_url).flushdb()
-    return create_app(settings(redis_url, tmp_path))
+    return create_app(settings(redis_url, tmp_path, **getattr(request.module, "APP_SETTINGS",
+                                                              {})))
 
 
 @pytest.fixture
@@ -140,3 +142,73 @@ def new_phone(client: Any) -> Any:
 
 def records(app: Any, **filters: Any) -> list[dict[str, Any]]:
     return app.extensions["triage"].store.records(**filters)
+
+
+# ---------------------------------------------------------------- worker, paging, follow-ups
+
+ON_CALL = ("+15550001111", "+15550002222")
+WORKER_SETTINGS = {"ON_CALL_NUMBERS": ",".join(ON_CALL)}
+
+
+class FakeBackend:
+    """Outbound SMS in memory (not the store: Redis is always real). ``fail_calls`` send()
+    calls fail first (all of them, if None)."""
+
+    name = "fake"
+
+    def __init__(self, fail_calls: int | None = 0):
+        from bot.notify import SendError
+
+        self._error = SendError
+        self.fail_calls = fail_calls
+        self.calls = 0
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, to: str, body: str) -> str:
+        self.calls += 1
+        if self.fail_calls is None or self.calls <= self.fail_calls:
+            raise self._error("carrier refused the message (error 30003)")
+        self.sent.append((to, body))
+        return f"SM{self.calls}"
+
+    def to(self, number: str) -> list[str]:
+        return [body for n, body in self.sent if n == number]
+
+
+def make_app(redis_url: str, tmp_path: Any, **extra: Any) -> Any:
+    """Another app on the same Redis (a restarted worker, other settings)."""
+    return create_app(settings(redis_url, tmp_path, **{**WORKER_SETTINGS, **extra}))
+
+
+@pytest.fixture
+def sms(app: Any) -> FakeBackend:
+    backend = FakeBackend()
+    app.extensions["sms"] = backend
+    return backend
+
+
+def esc(app: Any, rid: str) -> dict[str, str]:
+    from bot import escalations
+
+    return escalations.details(app.extensions["triage"].store.r, rid)
+
+
+def actions(app: Any, rid: str) -> list[str]:
+    from bot import escalations
+
+    return [e["action"] for e in escalations.events(app.extensions["triage"].store.r, rid)]
+
+
+def urgent(phone: Any) -> str:
+    phone.conversation("fever", "no", "38.6")
+    return phone.number
+
+
+def soon(phone: Any) -> None:
+    replies = phone.conversation("fever", "no", "37.6", "no", "no", "no", "1", "no")
+    assert replies[-1].startswith("Call the care team today")
+
+
+def routine(phone: Any) -> None:
+    replies = phone.conversation("fever", "no", "37.0", "no", "no", "no", "1", "no")
+    assert replies[-1].startswith("You do not need to call right now")

@@ -9,10 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 import yaml
-from test_paging import ON_CALL, FakeBackend, actions, esc, make_app, soon
 
 from bot import create_app
 from bot.config import ROOT
@@ -23,23 +21,21 @@ from bot.paging import record_time
 from bot.sms import MAX_SEGMENTS, is_gsm7, segments
 from bot.store import INFLIGHT, profile_key
 from bot.worker import runtime, tick
-from conftest import BASE_URL, records, settings
+from conftest import (
+    BASE_URL,
+    ON_CALL,
+    WORKER_SETTINGS,
+    FakeBackend,
+    actions,
+    esc,
+    records,
+    settings,
+    soon,
+)
 
+APP_SETTINGS = WORKER_SETTINGS
 MIN = 60.0
 FEVER_FOLLOW_UP = "How is your temperature now? Reply with the number, like 38.2 or 100.8F."
-
-
-@pytest.fixture
-def app(redis_url, tmp_path):
-    redis.Redis.from_url(redis_url).flushdb()
-    return make_app(redis_url, tmp_path)
-
-
-@pytest.fixture
-def sms(app):
-    backend = FakeBackend()
-    app.extensions["sms"] = backend
-    return backend
 
 
 def soon_record(app: Any, phone: Any) -> tuple[str, float]:

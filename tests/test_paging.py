@@ -18,71 +18,23 @@ from bot.paging import DEADLINES, DUE, GROUP, ack, page_text, read_new
 from bot.sms import is_gsm7, segments
 from bot.store import RECORDS
 from bot.worker import runtime, tick
-from conftest import BASE_URL, records, settings
+from conftest import (
+    BASE_URL,
+    ON_CALL,
+    WORKER_SETTINGS,
+    FakeBackend,
+    actions,
+    esc,
+    make_app,
+    records,
+    routine,
+    settings,
+    soon,
+    urgent,
+)
 
-ON_CALL = ("+15550001111", "+15550002222")
+APP_SETTINGS = WORKER_SETTINGS
 MIN = 60.0
-
-
-class FakeBackend:
-    """Outbound SMS in memory. ``fail_calls`` send() calls fail first (all, if None)."""
-
-    name = "fake"
-
-    def __init__(self, fail_calls: int | None = 0):
-        self.fail_calls = fail_calls
-        self.calls = 0
-        self.sent: list[tuple[str, str]] = []
-
-    def send(self, to: str, body: str) -> str:
-        self.calls += 1
-        if self.fail_calls is None or self.calls <= self.fail_calls:
-            raise SendError("carrier refused the message (error 30003)")
-        self.sent.append((to, body))
-        return f"SM{self.calls}"
-
-    def to(self, number: str) -> list[str]:
-        return [body for n, body in self.sent if n == number]
-
-
-def make_app(redis_url: str, tmp_path: Any, **extra: Any) -> Any:
-    return create_app(settings(redis_url, tmp_path, ON_CALL_NUMBERS=",".join(ON_CALL), **extra))
-
-
-@pytest.fixture
-def app(redis_url, tmp_path):
-    redis.Redis.from_url(redis_url).flushdb()
-    return make_app(redis_url, tmp_path)
-
-
-@pytest.fixture
-def sms(app):
-    backend = FakeBackend()
-    app.extensions["sms"] = backend
-    return backend
-
-
-def esc(app: Any, rid: str) -> dict[str, str]:
-    return escalations.details(app.extensions["triage"].store.r, rid)
-
-
-def actions(app: Any, rid: str) -> list[str]:
-    return [e["action"] for e in escalations.events(app.extensions["triage"].store.r, rid)]
-
-
-def urgent(phone: Any) -> str:
-    phone.conversation("fever", "no", "38.6")
-    return phone.number
-
-
-def soon(phone: Any) -> None:
-    replies = phone.conversation("fever", "no", "37.6", "no", "no", "no", "1", "no")
-    assert replies[-1].startswith("Call the care team today")
-
-
-def routine(phone: Any) -> None:
-    replies = phone.conversation("fever", "no", "37.0", "no", "no", "no", "1", "no")
-    assert replies[-1].startswith("You do not need to call right now")
 
 
 # --------------------------------------------------------------------------- what pages

@@ -15,29 +15,26 @@ from typing import Any
 
 import pytest
 import redis
-from test_paging import ON_CALL, FakeBackend, esc, make_app, soon, urgent
 
 from bot import escalations
 from bot.config import ROOT
 from bot.notify import ConsoleBackend, SendError, TwilioBackend, make_backend
 from bot.paging import record_time
 from bot.worker import run_forever, tick
-from conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, records
+from conftest import (
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    ON_CALL,
+    WORKER_SETTINGS,
+    esc,
+    records,
+    soon,
+    urgent,
+)
 
+APP_SETTINGS = WORKER_SETTINGS
 MIN = 60.0
-
-
-@pytest.fixture
-def app(redis_url, tmp_path):
-    redis.Redis.from_url(redis_url).flushdb()
-    return make_app(redis_url, tmp_path)
-
-
-@pytest.fixture
-def sms(app):
-    backend = FakeBackend()
-    app.extensions["sms"] = backend
-    return backend
 
 
 def test_one_tick_does_every_job(app, sms, new_phone):
