@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from functools import wraps
 from typing import Any
 
@@ -54,3 +55,40 @@ def escalations() -> Any:
     records = store.records(tiers=tiers, status=status, phone=request.args.get("phone") or None,
                             limit=limit)
     return jsonify({"escalations": records})
+
+
+@bp.get("/patients/<phone>")
+@require_token
+def patient(phone: str) -> Any:
+    """The care team's profile of one patient, with the risk windows it puts them in."""
+    from . import profile as profiles
+    from .service import risk_window
+
+    phone = phone.strip()
+    if not profiles.valid_phone(phone):
+        return jsonify({"errors": {"phone": "must be a phone number like +15551234567"}}), 400
+    values = profiles.get(current_app.extensions["triage"].store.r, phone)
+    if not values:
+        return error(404, "no profile for this number")
+    return jsonify({"phone": phone, "profile": values,
+                    "risk_windows": risk_window(values, time.time())})
+
+
+@bp.put("/patients/<phone>")
+@require_token
+def put_patient(phone: str) -> Any:
+    """Create or update a profile: a JSON object of fields; an empty string clears a field.
+    400 with ``{"errors": {field: message}}`` and nothing saved if any field is wrong."""
+    from . import profile as profiles
+    from .service import risk_window
+
+    phone = phone.strip()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify({"errors": {"body": "must be a JSON object of profile fields"}}), 400
+    try:
+        values = profiles.save(current_app.extensions["triage"].store.r, phone, body)
+    except profiles.ProfileError as exc:
+        return jsonify({"errors": exc.errors}), 400
+    return jsonify({"phone": phone, "profile": values,
+                    "risk_windows": risk_window(values, time.time())})

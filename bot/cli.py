@@ -3,12 +3,15 @@
 * ``serve``  the whole service locally: web + worker, embedded Redis when REDIS_URL is unset
 * ``chat``   text the service from the terminal through the real, signed webhook
 * ``sweep``  turn abandoned checklists into records once (the worker does it continuously)
+* ``profile set|show|fields``  the care team's patient profile
+* ``diagrams``  render each checklist as a Mermaid diagram into docs/flows/
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 from urllib import error as urlerror
@@ -16,7 +19,7 @@ from urllib import parse, request
 
 import click
 from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from twilio.request_validator import RequestValidator
 
 
@@ -27,6 +30,10 @@ def register(app: Flask) -> None:
     from .users import create_user_command
 
     app.cli.add_command(create_user_command)
+    app.cli.add_command(profile_group)
+    from .diagrams import diagrams_command
+
+    app.cli.add_command(diagrams_command)
 
 
 def signed_post(url: str, token: str, form: dict[str, str]) -> tuple[int, str]:
@@ -139,3 +146,74 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 
     # app.run() refuses to run inside the flask command; werkzeug's server is what it wraps.
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
+
+
+# --------------------------------------------------------------------------- patient profiles
+
+@click.group("profile", cls=AppGroup)
+def profile_group() -> None:
+    """The care team's patient profile (risk windows, age band, usual ICE score...)."""
+
+
+def _show_profile(phone: str) -> None:
+    from . import profile as profiles
+    from .context import engine_context
+    from .service import risk_window
+
+    values = profiles.get(current_app.extensions["triage"].store.r, phone)
+    if not values:
+        click.echo(f"{phone}: no profile (texts from this number are triaged as unregistered)")
+        return
+    click.echo(phone)
+    for spec in profiles.FIELDS:
+        if spec.name in values:
+            click.echo(f"  {spec.name:<28}{values[spec.name]}")
+    now = time.time()
+    windows = risk_window(values, now)
+    click.echo(f"  {'risk windows (rule 3)':<28}{'; '.join(windows) or 'none'}")
+    facts = engine_context(values, now, windows)["facts"]
+    click.echo(f"  {'context facts':<28}{', '.join(facts)}")
+
+
+@profile_group.command("set")
+@click.argument("phone")
+@click.argument("values", nargs=-1, required=True)
+def profile_set(phone: str, values: tuple[str, ...]) -> None:
+    """Set fields: PHONE name=value ... (an empty value clears a field).
+
+    Example: flask --app wsgi profile set +15551234567 car_t_date=2026-11-20 age_band=adult
+    """
+    from . import profile as profiles
+
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{item!r}: write field=value "
+                                   f"(fields: {', '.join(f.name for f in profiles.FIELDS)})")
+        pairs[key.strip()] = value
+    try:
+        profiles.save(current_app.extensions["triage"].store.r, phone, pairs)
+    except profiles.ProfileError as exc:
+        raise click.ClickException("; ".join(f"{k}: {v}" for k, v in exc.errors.items())
+                                   ) from exc
+    _show_profile(phone)
+
+
+@profile_group.command("show")
+@click.argument("phone")
+def profile_show(phone: str) -> None:
+    """Show a patient's profile, risk windows and the context the checklists see."""
+    _show_profile(phone)
+
+
+@profile_group.command("fields")
+def profile_fields() -> None:
+    """List the fields a profile can hold."""
+    from . import profile as profiles
+
+    for spec in profiles.FIELDS:
+        extra = f" ({'|'.join(spec.choices)})" if spec.choices else ""
+        if spec.minimum is not None:
+            extra = f" ({spec.minimum}-{spec.maximum})"
+        click.echo(f"{spec.name:<28}{spec.kind}{extra}  {spec.label}")
