@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import AUTH_TOKEN, free_port, settings
 from werkzeug.serving import make_server
 
 from bot import create_app, escalations, profile, users
 from bot.cli import signed_post
+from conftest import AUTH_TOKEN, free_port, settings
 
 pytestmark = pytest.mark.browser
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Phone
 
 from bot import audit, escalations, profile, users
 from bot.dashboard import data
 from bot.store import STATUS
+from conftest import Phone
 
 PASSWORD = "correct-horse-battery"
 TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
