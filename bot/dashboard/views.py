@@ -50,7 +50,8 @@ def flow_titles() -> dict[str, str]:
 
 
 def checklist_ids() -> tuple[str, ...]:
-    return (*service().library.menu, "red_flag")
+    library = service().library
+    return (*library.menu, *(f for f in library.flows if f not in library.menu), "red_flag")
 
 
 def who() -> str:
@@ -59,7 +60,7 @@ def who() -> str:
 
 @bp.app_template_filter("when")
 def when_filter(value: Any) -> str:
-    """Unix seconds or ISO -> 'YYYY-MM-DD HH:MM UTC' (the browser shows local time too)."""
+    """Unix seconds or ISO -> 'YYYY-MM-DD HH:MM:SS UTC' (the browser adds local time)."""
     try:
         ts = float(value) if not isinstance(value, str) or "T" not in value else (
             data.parse_iso(value) or 0.0)
