@@ -105,8 +105,20 @@ def sign_in(page: Any, live: SimpleNamespace) -> None:
 
 def test_new_emergency_appears_live_then_acknowledge_and_resolve(
         page: Any, live: SimpleNamespace) -> None:
+    # Count the oscillators the page starts: a beep is three.
+    page.add_init_script("""(() => {
+      window.__beeps = 0;
+      const start = AudioContext.prototype.createOscillator;
+      AudioContext.prototype.createOscillator = function () {
+        window.__beeps += 1;
+        return start.call(this);
+      };
+    })();""")
     sign_in(page, live)
     assert page.locator("#queue-rows tr").count() == 0
+    page.click("#sound-toggle")  # the nurse switches sound on (a click lets audio start)
+    page.wait_for_selector("#sound-toggle:has-text('Sound: on')")
+    page.wait_for_function("() => window.__beeps === 3")  # the test beep
     page.evaluate("window.__sameDocument = 'yes'")
     page.wait_for_selector("#poll-status:has-text('Live')")
 
@@ -120,6 +132,9 @@ def test_new_emergency_appears_live_then_acknowledge_and_resolve(
     assert page.is_visible("#alarm")
     assert "NEW EMERGENCY" in page.text_content("#alarm-title")
     page.wait_for_function("document.title.indexOf('EMERGENCY') >= 0")
+    page.wait_for_function("() => window.__beeps === 6")  # and it beeped...
+    time.sleep(2.5)  # ...once: later polls see the same EMERGENCY, no new beep
+    assert page.evaluate("window.__beeps") == 6
     link = row.query_selector("a.patient")
     assert link.text_content() == XSS_NAME  # the name is shown as text
     assert page.locator("#queue-rows img").count() == 0 and page.locator("#alarm img").count() == 0

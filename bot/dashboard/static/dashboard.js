@@ -34,11 +34,14 @@
   // ---------------------------------------------------------------- sound
   var soundButton = document.getElementById("sound-toggle");
   function soundWanted() { return window.localStorage.getItem("triage-sound") === "on"; }
+  function audioRunning() { return !!audioCtx && audioCtx.state === "running"; }
   function showSound() {
     if (!soundButton) return;
-    var on = soundWanted() && audioCtx && audioCtx.state === "running";
-    soundButton.textContent = on ? "Sound: on" : "Sound: off";
-    soundButton.classList.toggle("on", !!on);
+    var on = soundWanted() && audioRunning();
+    // Wanted but not yet allowed by the browser (a new page needs one click): say so.
+    soundButton.textContent = on ? "Sound: on" : soundWanted() ? "Sound: click to arm"
+      : "Sound: off";
+    soundButton.classList.toggle("on", on);
   }
   function ensureAudio() {
     var Ctx = window.AudioContext || window.webkitAudioContext;
@@ -47,7 +50,7 @@
     if (audioCtx.state === "suspended") audioCtx.resume().then(showSound, showSound);
   }
   function beep() {
-    if (!soundWanted() || !audioCtx || audioCtx.state !== "running") return;
+    if (!soundWanted() || !audioRunning()) return;
     for (var i = 0; i < 3; i++) {
       var osc = audioCtx.createOscillator();
       var gain = audioCtx.createGain();
@@ -63,14 +66,22 @@
     }
   }
   if (soundButton) {
-    soundButton.addEventListener("click", function () {
-      window.localStorage.setItem("triage-sound", soundWanted() ? "off" : "on");
-      if (soundWanted()) { ensureAudio(); beep(); }
+    soundButton.addEventListener("click", function (ev) {
+      ev.stopPropagation();
+      if (!soundWanted() || audioRunning()) {
+        window.localStorage.setItem("triage-sound", soundWanted() ? "off" : "on");
+      }
+      if (soundWanted()) {
+        ensureAudio();
+        window.setTimeout(beep, 50);
+      }
       showSound();
     });
     // Browsers start audio only after a gesture: the first click anywhere re-arms it.
-    document.addEventListener("click", function () { if (soundWanted()) ensureAudio(); },
-                              { once: true });
+    document.addEventListener("click", function () {
+      if (soundWanted()) ensureAudio();
+      showSound();
+    }, { once: true });
     showSound();
   }
 
