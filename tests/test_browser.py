@@ -127,7 +127,7 @@ def test_new_emergency_appears_live_then_acknowledge_and_resolve(
     text(live, phone, XSS_TEXT)
 
     # Appears WITHOUT a reload: the poll re-renders the table.
-    row = page.wait_for_selector('#queue-rows tr[data-tier="EMERGENCY"]')
+    page.wait_for_selector('#queue-rows tr[data-tier="EMERGENCY"]')
     assert page.evaluate("window.__sameDocument") == "yes"
     assert page.is_visible("#alarm")
     assert "NEW EMERGENCY" in page.text_content("#alarm-title")
@@ -135,7 +135,8 @@ def test_new_emergency_appears_live_then_acknowledge_and_resolve(
     page.wait_for_function("() => window.__beeps === 6")  # and it beeped...
     time.sleep(2.5)  # ...once: later polls see the same EMERGENCY, no new beep
     assert page.evaluate("window.__beeps") == 6
-    link = row.query_selector("a.patient")
+    # (the table is re-rendered every poll: locators, not element handles)
+    link = page.locator('#queue-rows tr[data-tier="EMERGENCY"] a.patient')
     assert link.text_content() == XSS_NAME  # the name is shown as text
     assert page.locator("#queue-rows img").count() == 0 and page.locator("#alarm img").count() == 0
 
@@ -176,7 +177,8 @@ def test_new_emergency_appears_live_then_acknowledge_and_resolve(
 def test_a_form_without_its_csrf_token_is_refused(page: Any, live: SimpleNamespace) -> None:
     sign_in(page, live)
     text(live, "+15550102020", "I have chest pain")
-    page.wait_for_selector('#queue-rows tr[data-tier="EMERGENCY"] a.patient').click()
+    page.wait_for_selector('#queue-rows tr[data-tier="EMERGENCY"] a.patient')
+    page.locator('#queue-rows tr[data-tier="EMERGENCY"] a.patient').click()
     page.wait_for_selector("#ack-form")
     page.evaluate("document.querySelector('#ack-form input[name=csrf_token]').remove()")
     with page.expect_response(lambda resp: resp.url.endswith("/ack")) as answer:
