@@ -92,10 +92,6 @@ def get(r: redis.Redis, username: str) -> User | None:
     return User(normalise(username), data["role"], data.get("created_at", ""))
 
 
-def all_users(r: redis.Redis) -> list[User]:
-    return [u for u in (get(r, name) for name in sorted(r.smembers(USERS))) if u]
-
-
 def locked(r: redis.Redis, username: str, client: str) -> int:
     """Seconds until this username may be tried again from this client (0: not locked)."""
     key = fail_key(normalise(username), client)
