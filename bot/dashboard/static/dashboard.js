@@ -211,7 +211,10 @@
     tr.appendChild(td);
 
     td = el("td");
-    if (row.overdue) td.appendChild(badge("badge badge-overdue", "OVERDUE"));
+    if (row.overdue) {
+      td.appendChild(row.status === "open" ? badge("badge badge-overdue", "OVERDUE")
+        : badge("badge badge-was-overdue", "was overdue"));
+    }
     if (row.page_status) {
       td.appendChild(badge("badge page-" + row.page_status, "page " + row.page_status +
                            (row.page_attempts ? " \u00D7" + row.page_attempts : "")));
