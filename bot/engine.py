@@ -473,6 +473,8 @@ class _Turn:
 
         if state == NEW:
             return self.result(self.first_contact(text, norm))
+        if state == IDLE and self.context_pending():
+            return self.result(self.context_answer(text, norm))
         if state == IDLE:
             return self.result(self.route(text, norm) or self.e.compose(
                 self.m["not_understood_menu"], self.menu_text()))
@@ -740,8 +742,53 @@ class _Turn:
             self_care = " ".join(f.self_care for f in flows[:1])
         # The tier's words come first (EMERGENCY: "Call 911 now." before anything else).
         parts: list[str | Opt] = [self.intro, self.e.fill(self.m["tier"][tier])]
+        question = self.context_question_due(conv, tier)
+        if question:  # before advice: it may raise the tier (rule 3)
+            parts += [Opt(lead), Opt(question)]
+            lead = ""
         parts += [Opt(a) for a in advice]
         if tier in ("ROUTINE", "SOON"):
             parts.append(Opt(self_care))
-        parts += [Opt(lead), Opt(self.m.get("after_outcome", ""))]
-        return self.e.compose(*parts)
+        parts += [Opt(lead)]
+        if not question:
+            parts.append(Opt(self.m.get("after_outcome", "")))
+        reply = self.e.compose(*parts)
+        if question and question in reply:
+            conv["context_pending"] = True
+            conv["context_asked"] = True
+        return reply
+
+    # -- the context question an unregistered number is asked after its outcome (rule 3)
+    def context_question_due(self, conv: dict[str, Any], tier: str) -> str:
+        """Unregistered number, no risk window known, and being in one would raise the tier:
+        ask once, after the answer (rule 7: what to do first, extra questions after). Unknown
+        context must never lower a tier, so the question is asked whenever it could matter."""
+        question = self.m.get("context_question", "")
+        if (not question or conv.get("context_asked") or tier == "EMERGENCY"
+                or "ctx_unregistered" not in conv["facts"] or "risk_window" in conv["facts"]
+                or self.s.get("risk_window")):
+            return ""
+        raised, _ = self.e.assess(conv, {**self.s, "risk_window": True})
+        return question if TIER_RANK[raised] > TIER_RANK[tier] else ""
+
+    def context_pending(self) -> bool:
+        conv = self.s.get("conv")
+        return bool(conv and conv.get("context_pending"))
+
+    def context_answer(self, text: str, norm: str) -> str:
+        """YES (or an answer that is neither yes, no, nor a new symptom: taken as yes, the
+        worse reading) puts the conversation in a risk window and gives the raised outcome;
+        NO keeps it; a new symptom or reading starts its checklist as usual."""
+        conv = self.s["conv"]
+        conv["context_pending"] = False
+        yes = parsing.parse_yes_no(text)
+        if yes is None and (self.pick_from_menu(norm) or self.flows_named_in(text)
+                            or self.flows_answered_by(text)):
+            return self.route(text, norm) or self.menu_text()
+        conv["answers"]["risk_window_context"] = {
+            "text": to_gsm7(text.strip())[:300], "value": "no" if yes is False else "yes",
+            "shown": {True: "yes", False: "no"}.get(yes, "unclear, taken as yes")}
+        if yes is False:
+            return self.e.compose(self.m["context_thanks"], Opt(self.m.get("after_outcome", "")))
+        conv["facts"]["risk_window"] = {"at": self.now, "from": "risk_window_context"}
+        return self.outcome()

@@ -209,3 +209,44 @@ def test_two_soon_findings_in_two_checklists_make_urgent(app, phone) -> None:
     rec = records(app)[0]
     assert rec["flows"] == ["fever", "bleeding"]
     assert any(r.startswith("two or more findings") for r in rec["reasons"])
+
+
+# ----------------------------------------------------------------------------- unregistered
+
+COUGH = ["I have a cough", "no", "36.8", "no", "no", "no", "1", "2"]
+
+
+def test_unregistered_soon_that_a_risk_window_would_raise_asks_after_the_answer(app, phone):
+    final = phone.conversation(*COUGH)[-1]
+    assert final.startswith(SOON_START)  # what to do first (rule 7)
+    assert "chemo, CAR T-cells or blinatumomab in the last 6 weeks" in final
+    raised = phone.send("yes")
+    assert raised.startswith(URGENT_START)
+    newest, first = records(app)[:2]
+    assert (first["tier"], newest["tier"]) == ("SOON", "URGENT")
+    assert newest["unregistered"] is True
+    assert newest["answers"]["risk_window_context"] == "yes"
+
+
+def test_unregistered_no_keeps_the_tier(app, phone):
+    phone.conversation(*COUGH)
+    assert phone.send("no").startswith("Thank you, that does not change what we said.")
+    assert [r["tier"] for r in records(app)] == ["SOON"]
+
+
+def test_unregistered_unclear_context_answer_is_taken_as_yes(app, phone):
+    phone.conversation(*COUGH)
+    assert phone.send("not sure").startswith(URGENT_START)
+
+
+def test_unregistered_new_symptom_instead_of_an_answer_starts_its_checklist(app, phone):
+    phone.conversation(*COUGH)
+    assert "high-pitched breathing" in phone.send("my face is swollen")
+
+
+def test_registered_numbers_and_routine_outcomes_are_not_asked(app, new_phone):
+    registered, routine = new_phone(), new_phone()
+    set_profile(app, registered.number, treatment_phase="off_treatment")
+    assert "chemo, CAR T-cells" not in registered.conversation(*COUGH)[-1]
+    final = routine.conversation("cough", "no", "36.8", "no", "no", "no", "1", "no")[-1]
+    assert final.startswith("You do not need to call") and "chemo, CAR T-cells" not in final
