@@ -25,7 +25,7 @@ from .store import Store, embedded_redis_url
 # E.164 numbers (+15551234567) and North American numbers written the usual ways
 # (555-123-4567, (555) 123 4567, 15551234567); not record ids such as 1732300000000-0.
 _PHONE_RE = re.compile(
-    r"(?<![\w+-])(?:\+\d[\d\s.()-]{5,18}\d|(?:1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4})(?![\w-])")
+    r"(?<![\w+-])(?:(?:\+|%2[Bb])\d[\d\s.()-]{5,18}\d|(?:1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4})(?![\w-])")
 
 
 class MaskPhones(logging.Filter):

@@ -502,7 +502,7 @@ class _Turn:
         return self.e.red_flag_by_id[flags[0][0]].advice
 
     def red_flag(self, flags: list[tuple[str, str]]) -> str:
-        advice = [self.e.red_flag_by_id[fid].advice for fid, _ in flags]
+        advice = list(dict.fromkeys(self.e.red_flag_by_id[fid].advice for fid, _ in flags))
         self.red_flag_record(flags)
         self.e._fire(self.s, "red_flag")
         return self.e.compose(self.e.fill(self.m["red_flag"]), *(Opt(a) for a in advice),

@@ -132,7 +132,8 @@ def parse_temperature(text: str) -> Temperature | None:
         if unit == "f" or (not unit and F_RANGE[0] <= value <= F_RANGE[1]):
             if not F_RANGE[0] <= value <= F_RANGE[1]:
                 continue
-            return Temperature(_round((value - 32) * 5 / 9), value, f"{value:g} F")
+            celsius = _round((value - 32) * 5 / 9)
+            return Temperature(celsius, value, f"{value:g} F ({celsius:.1f} C)")
     return None
 
 

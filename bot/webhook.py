@@ -86,7 +86,7 @@ def fallback_reply(svc: TriageService, body: str) -> str:
     except Exception:  # pragma: no cover - matching is pure, but never let it raise here
         flags = []
     if flags:
-        advice = [engine.red_flag_by_id[fid].advice for fid, _ in flags]
+        advice = list(dict.fromkeys(engine.red_flag_by_id[fid].advice for fid, _ in flags))
         return to_gsm7(engine.compose(engine.fill(engine.msg["red_flag"]),
                                       *(Opt(a) for a in advice)))
     return to_gsm7(engine.fill(engine.msg["store_down"]))
