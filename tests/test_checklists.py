@@ -250,3 +250,37 @@ def test_registered_numbers_and_routine_outcomes_are_not_asked(app, new_phone):
     assert "chemo, CAR T-cells" not in registered.conversation(*COUGH)[-1]
     final = routine.conversation("cough", "no", "36.8", "no", "no", "no", "1", "no")[-1]
     assert final.startswith("You do not need to call") and "chemo, CAR T-cells" not in final
+
+
+# ----------------------------------------------------------------------------- free text
+
+@pytest.mark.parametrize("text,first_words", [
+    ("my gums keep bleeding", "bleeding that won't stop with firm pressure"),
+    ("there are purple spots on her legs", "bleeding that won't stop with firm pressure"),
+    ("my face is swollen", "noisy or high-pitched breathing"),
+    ("my voice is hoarse", "noisy or high-pitched breathing"),
+    ("I had CAR-T last week and feel shivery", "can't stand up without feeling dizzy"),
+    ("the blinatumomab pump is beeping", "can't stand up without feeling dizzy"),
+    ("her speech is slurred", "can't be woken or wakes only when touched"),
+    ("he is really wobbly on his feet", "can't be woken or wakes only when touched"),
+])
+def test_free_text_reaches_its_checklist(app, phone, text, first_words) -> None:
+    reply = phone.send(text)
+    assert reply.startswith("Hi,") and first_words in reply
+
+
+@pytest.mark.parametrize("text", ["my nose won't stop bleeding", "he's confused and slurring",
+                                  "she has a seizure after car t"])
+def test_red_flags_in_these_checklists_words_are_emergency(app, phone, text) -> None:
+    assert phone.send(text).startswith("Call 911 now.")
+    assert records(app)[0]["tier"] == "EMERGENCY"
+
+
+def test_every_checklist_is_reachable_from_the_menu(app, phone) -> None:
+    menu = phone.send("menu")
+    for fid in NEW:
+        assert LIB.flows[fid].menu_label in menu
+        number = menu.split(f" {LIB.flows[fid].menu_label}")[0].rsplit(" ", 1)[-1]
+        first = phone.send(number)
+        assert first == LIB.flows[fid].questions[0].ask, (fid, first)
+        phone.send("menu")
