@@ -141,6 +141,8 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         f"\nTriage service on http://{host}:{port}  Redis: {app.config['REDIS_URL']}{embedded}\n"
         f"Chat with it from another terminal:\n"
         f"    .venv/bin/flask --app wsgi chat\n"
+        f"Care team dashboard: http://{host}:{port}/dashboard/  (make a user first:\n"
+        f"    .venv/bin/flask --app wsgi create-user NAME --role admin)\n"
         f"Health: http://{host}:{port}/healthz\n", file=sys.stderr)
     from werkzeug.serving import run_simple
 

@@ -221,10 +221,10 @@ class PhraseMatcher:
     """
 
     def __init__(self, phrases: dict[str, Iterable[str]], negatable: bool = True):
-        self._compiled: list[tuple[str, str, re.Pattern[str]]] = []
+        self._compiled: list[tuple[str, re.Pattern[str]]] = []
         for key, items in phrases.items():
             for phrase in items:
-                self._compiled.append((key, phrase, re.compile(_phrase_pattern(phrase))))
+                self._compiled.append((key, re.compile(_phrase_pattern(phrase))))
         self._negatable = negatable
 
     @staticmethod
@@ -232,17 +232,17 @@ class PhraseMatcher:
         return " ".join(words(text))
 
     def find(self, text: str) -> list[tuple[str, str]]:
-        """(key, phrase) for each key found, in order of first appearance in the text."""
+        """(key, matched words) for each key found, in order of first appearance."""
         prepared = self.prepare(text)
         hits: list[tuple[int, str, str]] = []
         seen: set[str] = set()
-        for key, phrase, pattern in self._compiled:
+        for key, pattern in self._compiled:
             if key in seen:
                 continue
             for m in pattern.finditer(prepared):
                 if self._negatable and self._negated(prepared[: m.start()]):
                     continue
-                hits.append((m.start(), key, phrase))
+                hits.append((m.start(), key, m.group(0)))  # the words as typed
                 seen.add(key)
                 break
         return [(key, phrase) for _, key, phrase in sorted(hits)]
