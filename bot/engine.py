@@ -475,6 +475,8 @@ class _Turn:
             return self.result(self.first_contact(text, norm))
         if state == IDLE and self.context_pending():
             return self.result(self.context_answer(text, norm))
+        if state == IDLE and self.context_due(text, norm):
+            return self.result(self.m["context_question"])
         if state == IDLE:
             return self.result(self.route(text, norm) or self.e.compose(
                 self.m["not_understood_menu"], self.menu_text()))
@@ -756,6 +758,8 @@ class _Turn:
         if question and question in reply:
             conv["context_pending"] = True
             conv["context_asked"] = True
+        elif question:  # no room beside the first-contact line: ask at the next text
+            conv["context_due"] = True
         return reply
 
     # -- the context question an unregistered number is asked after its outcome (rule 3)
@@ -770,6 +774,18 @@ class _Turn:
             return ""
         raised, _ = self.e.assess(conv, {**self.s, "risk_window": True})
         return question if TIER_RANK[raised] > TIER_RANK[tier] else ""
+
+    def context_due(self, text: str, norm: str) -> bool:
+        """The question did not fit beside the outcome: the next text that is not a new
+        symptom ("ok", "thanks") gets it."""
+        conv = self.s.get("conv")
+        if not conv or not conv.get("context_due"):
+            return False
+        conv["context_due"] = False
+        if self.pick_from_menu(norm) or self.flows_named_in(text) or self.flows_answered_by(text):
+            return False
+        conv["context_pending"] = conv["context_asked"] = True
+        return True
 
     def context_pending(self) -> bool:
         conv = self.s.get("conv")

@@ -284,3 +284,11 @@ def test_every_checklist_is_reachable_from_the_menu(app, phone) -> None:
         first = phone.send(number)
         assert first == LIB.flows[fid].questions[0].ask, (fid, first)
         phone.send("menu")
+
+
+def test_context_question_that_did_not_fit_is_asked_at_the_next_text(app, phone) -> None:
+    first = phone.send("temp 38.9")
+    assert first.startswith("Hi,") and URGENT_START in first and "chemo, CAR T" not in first
+    assert "chemo, CAR T-cells or blinatumomab" in phone.send("ok thanks")
+    assert phone.send("yes").startswith("Call 911 now.")  # fever in a risk window (rule 3)
+    assert [r["tier"] for r in records(app)] == ["EMERGENCY", "URGENT"]
