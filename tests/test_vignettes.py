@@ -8,7 +8,8 @@ tier, under-triaged (must be 0), over-triaged.
 
 Vignette fields: id, checklist (the table it is counted in), expect (tier), why (the row of
 triage-rules.md), texts (what the patient or caregiver sends, in order), optional profile (the
-care team's profile; a value ``today-7`` is the date 7 days ago), optional over_triage_ok.
+care team's profile; a value ``today-7`` is the date 7 days ago), optional over_triage_ok,
+optional reason (words one of the record's reasons must contain: the right rule fired).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def _profile_values(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def run_vignette(app: Any, client: Any, v: dict[str, Any]) -> tuple[str, str]:
-    """(tier answered, last reply)."""
+def run_vignette(app: Any, client: Any, v: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """(tier answered, last reply, the record's reasons)."""
     phone = Phone(client)
     if v.get("profile"):
         profiles.save(app.extensions["triage"].store.r, phone.number,
@@ -72,8 +73,7 @@ def run_vignette(app: Any, client: Any, v: dict[str, Any]) -> tuple[str, str]:
         reply = phone.send(text)
     mine = [r for r in records(app, phone=phone.number)]
     assert mine, f"{v['id']}: no triage record; last reply: {reply}"
-    tier = mine[0]["tier"]
-    return tier, reply
+    return mine[0]["tier"], reply, mine[0]["reasons"]
 
 
 def test_the_suite_is_big_and_broad_enough() -> None:
@@ -93,7 +93,7 @@ def test_the_suite_is_big_and_broad_enough() -> None:
 
 @pytest.mark.parametrize("v", VIGNETTES, ids=[v["id"] for v in VIGNETTES])
 def test_vignette(app: Any, client: Any, v: dict[str, Any]) -> None:
-    tier, reply = run_vignette(app, client, v)
+    tier, reply, reasons = run_vignette(app, client, v)
     RESULTS[v["id"]] = tier
     expected = v["expect"]
     assert TIER_RANK[tier] >= TIER_RANK[expected], (
@@ -101,6 +101,8 @@ def test_vignette(app: Any, client: Any, v: dict[str, Any]) -> None:
         f"({v['why']}); last reply: {reply}")
     assert reply.startswith(OPENINGS[tier]) or OPENINGS[tier] in reply, (
         f"{v['id']}: the last reply does not carry the {tier} instruction: {reply}")
+    if v.get("reason"):
+        assert any(v["reason"] in r for r in reasons), (v["id"], reasons)
     if tier != expected:
         assert v.get("over_triage_ok"), (
             f"OVER-TRIAGED {v['id']}: answered {tier}, expected {expected} ({v['why']}); if "
