@@ -5,7 +5,10 @@ of a row that does not exist."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
+
+import yaml
 
 from bot.flows import CITE_RE, TIERS, load_library
 
@@ -38,8 +41,8 @@ def table_rows(text: str) -> dict[str, list[tuple[str, int]]]:
     return sections
 
 
-def citations() -> set[tuple[str, str, int | None]]:
-    lib = load_library(ROOT / "flows")
+def citations(flows: Path = ROOT / "flows") -> set[tuple[str, str, int | None]]:
+    lib = load_library(flows)
     cites = set()
     for flow in lib.flows.values():
         for text in [r.cites for r in flow.rules] + [flow.self_care_cites]:
@@ -57,9 +60,9 @@ def test_the_rules_file_has_the_tables() -> None:
         assert rows.get(section), f"no table rows found under {section!r} in triage-rules.md"
 
 
-def test_every_row_is_cited() -> None:
+def uncited(flows: Path = ROOT / "flows") -> list[str]:
     rows = table_rows(RULES_MD.read_text(encoding="utf-8"))
-    cites = citations()
+    cites = citations(flows)
     missing = []
     for section in CHECKED:
         for tier, n in rows[section]:
@@ -67,7 +70,21 @@ def test_every_row_is_cited() -> None:
             if (section, tier, n) in cites or (single and (section, tier, None) in cites):
                 continue
             missing.append(f"{section} > {tier} row {n}")
+    return missing
+
+
+def test_every_row_is_cited() -> None:
+    missing = uncited()
     assert not missing, "rows of triage-rules.md no flow rule cites:\n" + "\n".join(missing)
+
+
+def test_a_removed_rule_shows_up_as_an_uncited_row(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    data = yaml.safe_load((flows / "crs.yaml").read_text())
+    data["rules"] = [r for r in data["rules"] if r["id"] != "pump_problem"]
+    (flows / "crs.yaml").write_text(yaml.safe_dump(data))
+    assert uncited(flows) == ["CRS > URGENT row 2"]
 
 
 def test_every_citation_names_a_real_row() -> None:
