@@ -555,17 +555,16 @@ class _Turn:
         return [f for f in first if f in found] + [f for f in found if f not in first]
 
     def flows_answered_by(self, text: str) -> list[str]:
-        """A bare answer with no symptom word ("37.7", "101F") starts the checklist whose
-        prefill question understands it."""
-        found = []
-        for fid in self.e.lib.menu:
+        """A bare answer with no symptom word ("37.7", "101F") starts the first checklist, in
+        this patient's menu order, whose prefill question understands it (one only: a bare
+        reading is one symptom; the CRS checklist comes first inside its window)."""
+        for fid in self.menu():
             for q in self.e.lib.flows[fid].questions:
                 if q.prefill and q.type in ("temperature", "number"):
                     value = self.parse(q, text)
                     if value is not None and value != "none":
-                        found.append(fid)
-                        break
-        return found
+                        return [fid]
+        return []
 
     def start_flow(self, flow_id: str, text: str) -> str:
         conv = self.s["conv"]

@@ -292,3 +292,16 @@ def test_context_question_that_did_not_fit_is_asked_at_the_next_text(app, phone)
     assert "chemo, CAR T-cells or blinatumomab" in phone.send("ok thanks")
     assert phone.send("yes").startswith("Call 911 now.")  # fever in a risk window (rule 3)
     assert [r["tier"] for r in records(app)] == ["EMERGENCY", "URGENT"]
+
+
+def test_a_bare_reading_starts_one_checklist_crs_inside_its_window(app, new_phone) -> None:
+    plain, car_t = new_phone(), new_phone()
+    set_profile(app, car_t.number, car_t_date=days_ago(4))
+    plain.send("hello")
+    car_t.send("hello")
+    assert "shaking chills right after your central line" in plain.send("37.7")
+    conv = app.extensions["triage"].store.session(plain.number)["conv"]
+    assert conv["flows"] == ["fever"] and conv["queue"] == []
+    # 37.7 is SOON, one tier up in the CAR-T window (rule 3): URGENT at once (rule 7)
+    assert car_t.send("37.7").startswith(URGENT_START)
+    assert records(app, phone=car_t.number)[0]["flows"] == ["crs"]
