@@ -177,14 +177,21 @@ def parse_choices(text: str, options: Sequence[Option], allow_many: bool = True
                 i = ord(tok) - ord("a")
                 if 0 <= i < len(options) and tok not in {"i", "a"} | ({"n", "y"}):
                     picked.append(options[i].id)
+    # Options named in words: each option's longest name found in the text. An option whose
+    # words lie inside another's ("unwell" inside "very unwell") is not also picked.
+    spans: dict[str, tuple[int, int]] = {}
     for opt in options:
-        names = [opt.label, *opt.synonyms]
-        for name in names:
+        for name in sorted([opt.label, *opt.synonyms], key=len, reverse=True):
             name_phrase = " ".join(words(name))
-            if name_phrase and re.search(rf"\b{re.escape(name_phrase)}\b", phrase):
-                if opt.id not in picked:
-                    picked.append(opt.id)
+            found = re.search(rf"\b{re.escape(name_phrase)}\b", phrase) if name_phrase else None
+            if found:
+                spans[opt.id] = found.span()
                 break
+    for oid, (start, end) in spans.items():
+        inside_another = any(o != oid and s0 <= start and end <= e0 and (s0, e0) != (start, end)
+                             for o, (s0, e0) in spans.items())
+        if not inside_another and oid not in picked:
+            picked.append(oid)
     if not picked:
         if phrase in _NO or toks[0] in {"no", "none", "nope", "nah", "nothing", "neither", "n"}:
             return []

@@ -77,11 +77,12 @@ OPTIONS = [Option("ok", "Mostly OK", ("fine",)), Option("unwell", "Unwell", ("po
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("1", "ok"), ("2", "unwell"), ("3", "very_unwell"), ("fine", "ok"), ("Very unwell", None),
+    ("1", "ok"), ("2", "unwell"), ("3", "very_unwell"), ("fine", "ok"),
+    ("Very unwell", "very_unwell"), ("unwell", "unwell"), ("fine but unwell", None),
     ("poorly", "unwell"), ("terrible!!", "very_unwell"), ("9", None), ("idk", None),
 ])
 def test_single_choice(text, expected):
-    # "Very unwell" names two options (unwell is inside it): ambiguous, so asked again
+    # "Very unwell" holds "unwell": the longer name wins; two separate names are ambiguous
     assert parse_choice(text, OPTIONS) == expected
 
 
