@@ -62,7 +62,7 @@ def escalations() -> Any:
 def patient(phone: str) -> Any:
     """The care team's profile of one patient, with the risk windows it puts them in."""
     from . import profile as profiles
-    from .service import risk_window
+    from .context import risk_window
 
     phone = phone.strip()
     if not profiles.valid_phone(phone):
@@ -80,7 +80,7 @@ def put_patient(phone: str) -> Any:
     """Create or update a profile: a JSON object of fields; an empty string clears a field.
     400 with ``{"errors": {field: message}}`` and nothing saved if any field is wrong."""
     from . import profile as profiles
-    from .service import risk_window
+    from .context import risk_window
 
     phone = phone.strip()
     body = request.get_json(silent=True)

@@ -159,8 +159,7 @@ def profile_group() -> None:
 
 def _show_profile(phone: str) -> None:
     from . import profile as profiles
-    from .context import engine_context
-    from .service import risk_window
+    from .context import engine_context, risk_window
 
     values = profiles.get(current_app.extensions["triage"].store.r, phone)
     if not values:

@@ -26,6 +26,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+CHEMO_WINDOW_DAYS = 42    # triage-rules.md rule 3: on chemotherapy or within 6 weeks of it
+ACTIVE_PHASES = {"induction", "consolidation", "intensification", "delayed_intensification",
+                 "interim_maintenance", "maintenance", "reinduction", "relapse"}
 CAR_T_CRS_DAYS = 30       # triage-rules.md, CRS: CAR T-cells day 0-30
 CAR_T_ICANS_DAYS = 56     # triage-rules.md, Neurotoxicity: up to 8 weeks after CAR T-cells
 BLINATUMOMAB_EARLY_DAYS = 14  # CRS: highest risk in the first 2 weeks of cycle 1
@@ -47,6 +50,25 @@ def _int(value: str | None) -> int | None:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+def risk_window(profile: dict[str, str], now: float) -> list[str]:
+    """Which risk windows of rule 3 the profile puts the patient in (empty: none known)."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    windows = []
+    if profile.get("treatment_phase", "") in ACTIVE_PHASES:
+        windows.append(f"on chemotherapy ({profile['treatment_phase']})")
+    days = _days_since(profile.get("last_chemo_date"), today)
+    if days is not None and 0 <= days <= CHEMO_WINDOW_DAYS:
+        windows.append(f"chemotherapy {days} days ago")
+    if profile.get("low_neutrophils") in YES:
+        windows.append("known neutrophils < 0.5")
+    days = _days_since(profile.get("car_t_date"), today)
+    if days is not None and 0 <= days <= CAR_T_CRS_DAYS:
+        windows.append(f"CAR T-cell day {days}")
+    if profile.get("blinatumomab_active") in YES:
+        windows.append("during a blinatumomab infusion")
+    return windows
 
 
 def context_facts(profile: dict[str, str], now: float, windows: list[str]) -> list[str]:

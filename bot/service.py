@@ -5,50 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, date, datetime
 from typing import Any
 
-from .context import engine_context
+from .context import engine_context, risk_window
 from .engine import Engine, Result
 from .flows import Library
 from .store import Saved, Store, mask_phone
 
 log = logging.getLogger(__name__)
-
-# triage-rules.md, combination rule 3: the risk windows.
-CHEMO_WINDOW_DAYS = 42      # on chemotherapy or within 6 weeks of it
-CAR_T_WINDOW_DAYS = 30      # CAR T-cell day 0-30
-ACTIVE_PHASES = {"induction", "consolidation", "intensification", "delayed_intensification",
-                 "interim_maintenance", "maintenance", "reinduction", "relapse"}
-
-
-def _days_since(value: str | None, today: date) -> int | None:
-    if not value:
-        return None
-    try:
-        return (today - date.fromisoformat(value)).days
-    except ValueError:
-        return None
-
-
-def risk_window(profile: dict[str, str], now: float) -> list[str]:
-    """Which risk windows of rule 3 the profile puts the patient in (empty: none known)."""
-    today = datetime.fromtimestamp(now, UTC).date()
-    windows = []
-    if profile.get("treatment_phase", "") in ACTIVE_PHASES:
-        windows.append(f"on chemotherapy ({profile['treatment_phase']})")
-    days = _days_since(profile.get("last_chemo_date"), today)
-    if days is not None and 0 <= days <= CHEMO_WINDOW_DAYS:
-        windows.append(f"chemotherapy {days} days ago")
-    if profile.get("low_neutrophils") in ("yes", "true", "1"):
-        windows.append("known neutrophils < 0.5")
-    days = _days_since(profile.get("car_t_date"), today)
-    if days is not None and 0 <= days <= CAR_T_WINDOW_DAYS:
-        windows.append(f"CAR T-cell day {days}")
-    if profile.get("blinatumomab_active") in ("yes", "true", "1"):
-        windows.append("during a blinatumomab infusion")
-    return windows
-
 
 class TriageService:
     def __init__(self, store: Store, library: Library, engine: Engine, *,

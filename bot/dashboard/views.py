@@ -23,7 +23,8 @@ from flask import (
 )
 
 from .. import audit, escalations, profile
-from ..service import TriageService, risk_window
+from ..context import risk_window
+from ..service import TriageService
 from . import bp, data
 from .auth import admin_required
 
