@@ -93,6 +93,7 @@ class Engine:
         # CRS checklist too when the patient had CAR T-cells in the last 30 days).
         self.window_router = parsing.PhraseMatcher(
             {f.id: f.window_triggers for f in library.flows.values() if f.window_triggers})
+        self.rules: list[tuple[Flow, Rule]] = library.all_rules()  # every checklist's rules
         self.machine = self._build_machine()
 
     # ------------------------------------------------------------------ the state machine
@@ -174,7 +175,7 @@ class Engine:
         risk = bool(session.get("risk_window")) or "risk_window" in facts
         findings: list[Finding] = []
         soon_count = 0
-        for flow, rule in self._rules():
+        for flow, rule in self.rules:
             matched = rule.when.matched(facts)
             if not matched:
                 continue
@@ -196,17 +197,6 @@ class Engine:
                                     f"today: {soon}",
                                     "triage-rules.md > How answers combine > rule 2"))
         return tier, findings
-
-    def _rules(self) -> list[tuple[Flow, Rule]]:
-        return self._all_rules
-
-    @property
-    def _all_rules(self) -> list[tuple[Flow, Rule]]:
-        cached = getattr(self, "_rules_cache", None)
-        if cached is None:
-            cached = self.lib.all_rules()
-            self._rules_cache = cached
-        return cached
 
     @staticmethod
     def _reason(rule: Rule, conv: dict[str, Any]) -> str:
