@@ -14,6 +14,7 @@ Created from the terminal: ``flask --app wsgi create-user NAME --role nurse``.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -143,7 +144,7 @@ def _create_user_command() -> Any:
     def create_user(username: str, role: str, password_stdin: bool, replace: bool) -> None:
         """Add a dashboard user (prompts for the password twice)."""
         if password_stdin:
-            password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+            password = sys.stdin.readline().rstrip("\r\n")
         else:
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         r = current_app.extensions["triage"].store.r
