@@ -94,3 +94,69 @@ self_care: Rinse your mouth gently after meals.
 """)
     lib = load_library(flows_dir)
     assert "mouth_sores" in lib.flows and "mouth_sores" in lib.menu
+
+
+def test_a_new_checklist_file_works_end_to_end(flows_dir, redis_url, tmp_path):
+    """Number, choice and free-text answers, in a checklist the engine has never seen, through
+    the signed webhook: the engine knows no symptom."""
+    from bot import create_app
+    from conftest import Phone, records, settings
+
+    (flows_dir / "vomiting.yaml").write_text("""
+id: vomiting
+title: Vomiting
+menu_label: Vomiting or can't keep food down
+triggers: [vomit*, throwing up, being sick]
+sources: [triage-rules.md > Other symptoms that matter in ALL]
+questions:
+  - id: vomits
+    type: number
+    min: 0
+    max: 60
+    red_flag: true
+    worse: 6
+    prefill: false
+    ask: How many times have you vomited in the last 24 hours? Reply with a number.
+    example: "4"
+    sets:
+      - {fact: vomits_6_plus, when: {at_least: 6}}
+      - {fact: vomits_3_to_5, when: {at_least: 3, below: 6}}
+  - id: tablets
+    type: choice
+    ask: Could you keep your leukemia tablets down? Reply 1 Yes, 2 No, 3 Not due yet.
+    example: 1, 2 or 3
+    options:
+      - {id: kept, label: "Yes"}
+      - {id: lost, label: "No"}
+      - {id: not_due, label: Not due yet}
+    sets: [{fact: tablets_lost, when: {any_of: [lost]}}]
+  - id: notes
+    type: text
+    ask: Anything else you want the team to know? Reply in a few words.
+    example: it started last night
+rules:
+  - id: six_or_more
+    tier: URGENT
+    when: {any: [vomits_6_plus, tablets_lost]}
+    reason: "vomited {vomits} times; tablets: {tablets}"
+    cites: triage-rules.md > Other symptoms that matter in ALL > URGENT
+  - id: three_to_five
+    tier: SOON
+    when: {all: [vomits_3_to_5]}
+    reason: "vomited {vomits} times in 24 h"
+    cites: triage-rules.md > Other symptoms that matter in ALL > SOON
+self_care_cites: triage-rules.md > Other symptoms that matter in ALL > ROUTINE
+self_care: Sip fluids often and eat small plain meals.
+""")
+    app = create_app(settings(redis_url, tmp_path, FLOWS_DIR=str(flows_dir)))
+    phone = Phone(app.test_client())
+    assert "How many times" in phone.send("I keep throwing up")
+    assert "Sorry, we did not understand" in phone.send("lots")
+    assert "keep your leukemia tablets down" in phone.send("four")
+    assert "Anything else" in phone.send("3")
+    final = phone.send("started after chemo <b>yesterday</b>")
+    assert final.startswith("Call the care team today")
+    rec = next(r for r in records(app) if r["phone"] == phone.number)
+    assert rec["flow"] == "vomiting" and rec["tier"] == "SOON"
+    assert rec["reasons"] == ["vomited 4 times in 24 h"]
+    assert rec["answers"]["notes"] == "started after chemo <b>yesterday</b>"
