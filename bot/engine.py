@@ -671,14 +671,23 @@ class _Turn:
                     return self.e.compose(Opt(note), self.e.reask(q))
                 lead = note
             if tries < 2:
+                if q.type == "multi_choice" and parsing.parse_yes_no(text):
+                    # "yes" to "any of these?": ask which, not "we did not understand"
+                    return self.m["reask_which"].format(question=q.ask, example=q.example)
                 return self.e.reask(q)
             if q.red_flag:
                 worse = q.worse
+                worse_shown = str(worse)
                 if q.type == "temperature":
                     worse_value: Any = parsing.parse_temperature(f"{worse} c") or worse
+                elif q.type in ("choice", "multi_choice"):
+                    worse_value = worse
+                    labels = {o.id: o.label for o in q.options}
+                    ids = worse if isinstance(worse, list) else [worse]
+                    worse_shown = ", ".join(labels[i] for i in ids)
                 else:
                     worse_value = worse
-                self.store(q, worse_value, text, shown=f"unclear, taken as {worse}")
+                self.store(q, worse_value, text, shown=f"unclear, taken as {worse_shown}")
                 lead = " ".join(x for x in (lead, self.m["unsure_taken_worse"]) if x)
             else:
                 conv["answers"][q.id] = {"text": to_gsm7(text.strip())[:300], "value": None,

@@ -532,7 +532,8 @@ def _load_red_flags(path: Path) -> tuple[RedFlag, ...]:
 
 REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_understood_menu",
                      "help", "stopped", "started", "restart", "photo", "empty", "reask",
-                     "unsure_taken_worse", "queued", "next_checklist", "after_outcome", "tier",
+                     "unsure_taken_worse", "reask_which", "queued", "next_checklist",
+                     "after_outcome", "tier",
                      "red_flag", "red_flag_after", "store_down", "already_opted_out",
                      "follow_up_generic")
 TIER_PLACEHOLDERS = {"oncology_line", "care_team"}

@@ -212,3 +212,21 @@ def test_every_outcome_is_recorded_routine_too(app, phone):
     rec = records(app)[0]
     assert rec["tier"] == "ROUTINE" and rec["status"] == "open" and rec["flow"] == "fever"
     assert rec["kind"] == "completed"
+
+
+def test_yes_to_any_of_these_asks_which(app, phone):
+    for text in ("fever", "no", "36.8", "no", "no", "no", "1"):
+        reply = phone.send(text)
+    assert "Any of these that are new" in reply
+    reply = phone.send("yes")
+    assert reply.startswith("Which ones?") and "2 and 3, or NO" in reply
+    assert phone.send("2 and 3").startswith("Call the 24-hour oncology line now")  # rule 2
+
+
+def test_yes_twice_without_saying_which_is_one_sign_of_infection(app, phone):
+    for text in ("fever", "no", "36.8", "no", "no", "no", "1", "yes"):
+        phone.send(text)
+    assert phone.send("yes I do").startswith("Call the care team today")
+    rec = records(app)[0]
+    assert rec["tier"] == "SOON"
+    assert rec["reasons"] == ["new sign of infection without fever: unclear, taken as cough"]

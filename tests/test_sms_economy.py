@@ -54,6 +54,8 @@ def test_every_text_is_gsm7_and_short(where, text):
 def test_every_question_fits_in_every_reply_it_can_be_in(flow_id, q):
     fits(ENGINE.compose(M["greeting_short"], q.ask))  # first contact that starts a checklist
     fits(ENGINE.reask(q))  # asked again with an example
+    if q.type == "multi_choice":  # "yes" to "any of these?"
+        fits(M["reask_which"].format(question=q.ask, example=q.example))
     fits(ENGINE.compose(M["help"], q.ask))
     fits(ENGINE.compose(M["photo"], q.ask))
     fits(ENGINE.compose(M["empty"], q.ask))
