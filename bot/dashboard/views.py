@@ -192,17 +192,23 @@ def render_detail(rid: str, status: int = 200) -> Any:
         windows_now=risk_window(prof, time.time()) if prof else []), status
 
 
+def _act(rid: str, action: str, done: str, move: Any) -> Any:
+    """Run an escalation move (acknowledge/resolve), audit it, and go back to the record;
+    a move the escalation's state does not allow shows why, with 409."""
+    try:
+        move()
+    except escalations.TransitionError as exc:
+        flash(f"Not {done.lower()}: {exc}.", "error")
+        return render_detail(rid, 409)
+    audit.log(r(), who(), action, rid)
+    flash(f"{done}.", "ok")
+    return redirect(url_for("dashboard.detail", rid=rid), code=303)
+
+
 @bp.post("/escalations/<rid>/ack")
 def acknowledge(rid: str) -> Any:
     load_record(rid)
-    try:
-        escalations.acknowledge(r(), rid, who())
-    except escalations.TransitionError as exc:
-        flash(f"Not acknowledged: {exc}.", "error")
-        return render_detail(rid, 409)
-    audit.log(r(), who(), "ack", rid)
-    flash("Acknowledged.", "ok")
-    return redirect(url_for("dashboard.detail", rid=rid), code=303)
+    return _act(rid, "ack", "Acknowledged", lambda: escalations.acknowledge(r(), rid, who()))
 
 
 @bp.post("/escalations/<rid>/resolve")
@@ -215,14 +221,7 @@ def resolve(rid: str) -> Any:
     if len(note) > NOTE_MAX:
         flash(f"Not resolved: the note is longer than {NOTE_MAX} characters.", "error")
         return render_detail(rid, 400)
-    try:
-        escalations.resolve(r(), rid, who(), note)
-    except escalations.TransitionError as exc:
-        flash(f"Not resolved: {exc}.", "error")
-        return render_detail(rid, 409)
-    audit.log(r(), who(), "resolve", rid)
-    flash("Resolved.", "ok")
-    return redirect(url_for("dashboard.detail", rid=rid), code=303)
+    return _act(rid, "resolve", "Resolved", lambda: escalations.resolve(r(), rid, who(), note))
 
 
 # --------------------------------------------------------------------------- registry
