@@ -26,11 +26,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-CHEMO_WINDOW_DAYS = 42    # triage-rules.md rule 3: on chemotherapy or within 6 weeks of it
+CHEMO_WINDOW_DAYS = 42    # clinical-rules.md rule 3: on chemotherapy or within 6 weeks of it
 ACTIVE_PHASES = {"induction", "consolidation", "intensification", "delayed_intensification",
                  "interim_maintenance", "maintenance", "reinduction", "relapse"}
-CAR_T_CRS_DAYS = 30       # triage-rules.md, CRS: CAR T-cells day 0-30
-CAR_T_ICANS_DAYS = 56     # triage-rules.md, Neurotoxicity: up to 8 weeks after CAR T-cells
+CAR_T_CRS_DAYS = 30       # clinical-rules.md, CRS: CAR T-cells day 0-30
+CAR_T_ICANS_DAYS = 56     # clinical-rules.md, Neurotoxicity: up to 8 weeks after CAR T-cells
 BLINATUMOMAB_EARLY_DAYS = 14  # CRS: highest risk in the first 2 weeks of cycle 1
 
 YES = ("yes", "true", "1")

@@ -195,7 +195,7 @@ class Engine:
             soon = "; ".join(f.reason for f in findings if f.tier == "SOON")
             findings.append(Finding("URGENT", f"two or more findings that each need a call "
                                     f"today: {soon}",
-                                    "triage-rules.md > How answers combine > rule 2"))
+                                    "clinical-rules.md > How answers combine > rule 2"))
         return tier, findings
 
     @staticmethod
@@ -721,7 +721,7 @@ class _Turn:
         if held and tier != "EMERGENCY":
             tier = "EMERGENCY"
             findings.append(Finding("EMERGENCY", "an emergency sign was reported earlier; never "
-                                    "downgraded", "triage-rules.md > The four tiers > EMERGENCY"))
+                                    "downgraded", "clinical-rules.md > The four tiers > EMERGENCY"))
         if tier == "EMERGENCY":
             self.s["emergency_at"] = self.s.get("emergency_at") or self.now
         self.records.append(self.e.record(self.s, kind="completed", phone=self.phone,

@@ -26,7 +26,7 @@ from .parsing import Option
 TIERS = ("ROUTINE", "SOON", "URGENT", "EMERGENCY")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 QUESTION_TYPES = ("yes_no", "temperature", "number", "choice", "multi_choice", "text")
-CITE_RE = re.compile(r"^triage-rules\.md > (?P<section>[^>]+?) > "
+CITE_RE = re.compile(r"^clinical-rules\.md > (?P<section>[^>]+?) > "
                      r"(?:(?P<tier>[A-Z]+)(?: row (?P<row>\d+))?|rule (?P<rule>\d+))$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_FLOW_IDS = {"red_flags", "messages", "menu", "new", "idle", "opted_out"}
@@ -264,7 +264,7 @@ class _Reader:
         cites = self.get(data, key, where, str)
         if not CITE_RE.match(cites):
             raise self.fail(f"{where}.{key}" if where else key,
-                            "must read 'triage-rules.md > <section> > <TIER>[ row N]' or "
+                            "must read 'clinical-rules.md > <section> > <TIER>[ row N]' or "
                             f"'... > rule N', got {cites!r}")
         return cites
 
@@ -334,7 +334,7 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
     worse = data.get("worse")
     if red_flag and worse is None:
         raise reader.fail(f"{where}.worse", "a red_flag question must say which answer is worse "
-                          "(taken after a second unclear answer, triage-rules.md rule 4)")
+                          "(taken after a second unclear answer, clinical-rules.md rule 4)")
     if worse is not None:
         if qtype == "yes_no" and worse not in ("yes", "no"):
             raise reader.fail(f"{where}.worse", "must be yes or no")

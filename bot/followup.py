@@ -1,6 +1,6 @@
 """Follow-ups: a SOON outcome is re-checked by SMS after FOLLOW_UP_AFTER_MINUTES.
 
-triage-rules.md, "The four tiers": SOON is queued for a same-day call-back and "the service
+clinical-rules.md, "The four tiers": SOON is queued for a same-day call-back and "the service
 re-checks with the patient later" (fever: 37.5-37.9 C, re-check in 1 hour; URGENT if then
 >= 38.0 or still >= 37.5).
 

@@ -5,7 +5,7 @@
   Entries a crashed worker read but never acknowledged are taken over with XAUTOCLAIM once they
   have been idle ``claim_idle_ms``; several workers may run, each entry goes to one of them.
   Routing is idempotent (HSETNX / ZADD NX), so an entry handled twice pages once.
-* Which records page (triage-rules.md, "The four tiers" and rule 5): every EMERGENCY and URGENT
+* Which records page (clinical-rules.md, "The four tiers" and rule 5): every EMERGENCY and URGENT
   record, whatever its kind; an abandoned checklist whose tier is SOON or higher ("incomplete
   triage"). ROUTINE and completed SOON records do not page.
 * A page goes to every ON_CALL_NUMBERS number: tier, checklist, the first reason and the
@@ -180,7 +180,7 @@ def consume(r: redis.Redis, consumer: str, route: Callable[[str, dict[str, Any]]
 # --------------------------------------------------------------------------- what pages
 
 def page_kind(rec: dict[str, Any]) -> str | None:
-    """Why this record pages, or None. triage-rules.md: EMERGENCY and URGENT are paged at once;
+    """Why this record pages, or None. clinical-rules.md: EMERGENCY and URGENT are paged at once;
     rule 5: a checklist abandoned after a worrying (SOON or higher) answer alerts the team."""
     tier = rec.get("tier")
     if rec.get("kind") == "abandoned" and tier in WORRYING_TIERS:

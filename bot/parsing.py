@@ -45,7 +45,7 @@ _NO = {
     "non", "nop", "nao", "nothing like that", "neither", "not at all", "no not at all",
 }
 # Answers that say "I don't know": unclear on purpose, so a red-flag question takes the worse
-# answer after one more try (triage-rules.md, combination rule 4).
+# answer after one more try (clinical-rules.md, combination rule 4).
 _UNSURE = {"idk", "dunno", "not sure", "unsure", "maybe", "dont know", "i dont know", "no idea",
            "perhaps", "possibly", "kind of", "kinda", "sort of", "sorta", "a bit", "i think so",
            "not sure maybe", "hmm", "?", "dk", "cant tell", "i cant tell"}
@@ -118,7 +118,7 @@ def _round(value: float) -> float:
 
 
 def parse_temperature(text: str) -> Temperature | None:
-    """Rules from triage-rules.md: 34-43 is read as C, 93-110 as F; "38,5", "101F", "38.2 c",
+    """Rules from clinical-rules.md: 34-43 is read as C, 93-110 as F; "38,5", "101F", "38.2 c",
     "100.4 degrees". A unit that contradicts the range (e.g. "38F") is not guessed at."""
     norm = normalize(text)
     for number, unit in _TEMP_RE.findall(norm):

@@ -1,4 +1,4 @@
-"""The care team's patient profile (triage-rules.md, "What the care team records").
+"""The care team's patient profile (clinical-rules.md, "What the care team records").
 
 Stored as the hash ``triage:{<phone>}:profile``; every enrolled phone is in the set
 ``triage:patients``. One field spec, used by the command-line tool, the JSON API and the

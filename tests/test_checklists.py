@@ -50,7 +50,7 @@ def test_wording_is_gsm7_and_short(fid: str) -> None:
 
 
 def test_svc_signs_are_never_soon() -> None:
-    """triage-rules.md SVC "(no SOON)" row."""
+    """clinical-rules.md SVC "(no SOON)" row."""
     assert not [r.id for r in LIB.flows["svc"].rules if r.tier == "SOON"]
 
 

@@ -303,7 +303,7 @@ def test_detail_shows_record_answers_transcript_profile_and_history(
     html = nurse.get(f"/dashboard/escalations/{rid}").get_data(as_text=True)
     assert "Sam Reed" in html and "<dt>Age band</dt><dd>adult</dd>" in html
     assert "temperature 38.6 C &gt;= 38.0" in html
-    assert "triage-rules.md &gt; Fever and infection" in html
+    assert "clinical-rules.md &gt; Fever and infection" in html
     assert "What is your temperature?" in html  # the question beside the answer
     texts = re.findall(r'<p class="text">([^<]*)</p>', html)
     assert texts[0] == "fever" and "38.6" in texts and "I have chest pain" not in texts

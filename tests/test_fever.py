@@ -1,4 +1,4 @@
-"""Every rule of the fever table (triage-rules.md) at its boundaries, through the signed
+"""Every rule of the fever table (clinical-rules.md) at its boundaries, through the signed
 webhook and a real Redis."""
 
 from __future__ import annotations

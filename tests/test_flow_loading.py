@@ -74,7 +74,7 @@ id: mouth_sores
 title: Mouth sores
 menu_label: Mouth sores
 triggers: [mouth sore*, ulcer*]
-sources: [triage-rules.md > Other symptoms that matter in ALL]
+sources: [clinical-rules.md > Other symptoms that matter in ALL]
 questions:
   - id: swallow
     type: yes_no
@@ -88,8 +88,8 @@ rules:
     tier: EMERGENCY
     when: {all: [cannot_swallow]}
     reason: cannot swallow saliva
-    cites: triage-rules.md > Other symptoms that matter in ALL > EMERGENCY
-self_care_cites: triage-rules.md > Other symptoms that matter in ALL > ROUTINE
+    cites: clinical-rules.md > Other symptoms that matter in ALL > EMERGENCY
+self_care_cites: clinical-rules.md > Other symptoms that matter in ALL > ROUTINE
 self_care: Rinse your mouth gently after meals.
 """)
     lib = load_library(flows_dir)
@@ -107,7 +107,7 @@ id: vomiting
 title: Vomiting
 menu_label: Vomiting or can't keep food down
 triggers: [vomit*, throwing up, being sick]
-sources: [triage-rules.md > Other symptoms that matter in ALL]
+sources: [clinical-rules.md > Other symptoms that matter in ALL]
 questions:
   - id: vomits
     type: number
@@ -139,13 +139,13 @@ rules:
     tier: URGENT
     when: {any: [vomits_6_plus, tablets_lost]}
     reason: "vomited {vomits} times; tablets: {tablets}"
-    cites: triage-rules.md > Other symptoms that matter in ALL > URGENT
+    cites: clinical-rules.md > Other symptoms that matter in ALL > URGENT
   - id: three_to_five
     tier: SOON
     when: {all: [vomits_3_to_5]}
     reason: "vomited {vomits} times in 24 h"
-    cites: triage-rules.md > Other symptoms that matter in ALL > SOON
-self_care_cites: triage-rules.md > Other symptoms that matter in ALL > ROUTINE
+    cites: clinical-rules.md > Other symptoms that matter in ALL > SOON
+self_care_cites: clinical-rules.md > Other symptoms that matter in ALL > ROUTINE
 self_care: Sip fluids often and eat small plain meals.
 """)
     app = create_app(settings(redis_url, tmp_path, FLOWS_DIR=str(flows_dir)))

@@ -1,4 +1,4 @@
-"""Every row of the checklist tables in triage-rules.md is implemented: some rule (or the
+"""Every row of the checklist tables in clinical-rules.md is implemented: some rule (or the
 self-care text) of a flow file cites it. Fails listing the rows nobody cites, and any citation
 of a row that does not exist."""
 
@@ -13,7 +13,7 @@ import yaml
 from bot.flows import CITE_RE, TIERS, load_library
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES_MD = ROOT.parent / "shared" / "clinical" / "triage-rules.md"
+RULES_MD = ROOT / "docs" / "clinical-rules.md"
 CHECKED = ("Fever and infection", "Bleeding", "SVC / superior mediastinal syndrome", "CRS",
            "Neurotoxicity / ICANS")
 
@@ -57,7 +57,7 @@ def citations(flows: Path = ROOT / "flows") -> set[tuple[str, str, int | None]]:
 def test_the_rules_file_has_the_tables() -> None:
     rows = table_rows(RULES_MD.read_text(encoding="utf-8"))
     for section in CHECKED:
-        assert rows.get(section), f"no table rows found under {section!r} in triage-rules.md"
+        assert rows.get(section), f"no table rows found under {section!r} in clinical-rules.md"
 
 
 def uncited(flows: Path = ROOT / "flows") -> list[str]:
@@ -75,7 +75,7 @@ def uncited(flows: Path = ROOT / "flows") -> list[str]:
 
 def test_every_row_is_cited() -> None:
     missing = uncited()
-    assert not missing, "rows of triage-rules.md no flow rule cites:\n" + "\n".join(missing)
+    assert not missing, "rows of clinical-rules.md no flow rule cites:\n" + "\n".join(missing)
 
 
 def test_a_removed_rule_shows_up_as_an_uncited_row(tmp_path: Path) -> None:

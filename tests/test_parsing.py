@@ -1,4 +1,4 @@
-"""What people actually type, read the way triage-rules.md says."""
+"""What people actually type, read the way clinical-rules.md says."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Red flags answer EMERGENCY from any state, even mid-question (triage-rules.md)."""
+"""Red flags answer EMERGENCY from any state, even mid-question (clinical-rules.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The vignette suite: short patient stories from tests/vignettes/*.yaml, each run through the
-real signed webhook against a real Redis, each with the tier triage-rules.md gives it.
+real signed webhook against a real Redis, each with the tier clinical-rules.md gives it.
 
 A vignette passes when the service answers exactly the expected tier, or a higher one that the
 vignette names as a documented over-triage (``over_triage_ok``: the flow-file comment that makes
@@ -7,7 +7,7 @@ it so). Under-triage always fails. The last test prints a table per checklist: v
 tier, under-triaged (must be 0), over-triaged.
 
 Vignette fields: id, checklist (the table it is counted in), expect (tier), why (the row of
-triage-rules.md), texts (what the patient or caregiver sends, in order), optional profile (the
+clinical-rules.md), texts (what the patient or caregiver sends, in order), optional profile (the
 care team's profile; a value ``today-7`` is the date 7 days ago), optional over_triage_ok,
 optional reason (words one of the record's reasons must contain: the right rule fired).
 """
@@ -83,7 +83,7 @@ def test_the_suite_is_big_and_broad_enough() -> None:
     for v in VIGNETTES:
         assert v["checklist"] in CHECKLISTS, v["id"]
         assert v["expect"] in TIERS, v["id"]
-        assert v.get("why"), f"{v['id']}: say which row of triage-rules.md gives the tier"
+        assert v.get("why"), f"{v['id']}: say which row of clinical-rules.md gives the tier"
         assert v["texts"] and all(isinstance(t, str) for t in v["texts"]), v["id"]
     for checklist in CHECKLISTS:
         tiers = {v["expect"] for v in VIGNETTES if v["checklist"] == checklist}
@@ -97,7 +97,7 @@ def test_vignette(app: Any, client: Any, v: dict[str, Any]) -> None:
     RESULTS[v["id"]] = tier
     expected = v["expect"]
     assert TIER_RANK[tier] >= TIER_RANK[expected], (
-        f"UNDER-TRIAGED {v['id']}: answered {tier}, triage-rules.md says {expected} "
+        f"UNDER-TRIAGED {v['id']}: answered {tier}, clinical-rules.md says {expected} "
         f"({v['why']}); last reply: {reply}")
     assert reply.startswith(OPENINGS[tier]) or OPENINGS[tier] in reply, (
         f"{v['id']}: the last reply does not carry the {tier} instruction: {reply}")
@@ -124,7 +124,7 @@ def test_table_per_checklist(app: Any, client: Any, capsys: pytest.CaptureFixtur
         rows.append((checklist, len(mine), correct, len(under), over))
         under_all += under
     total = tuple(sum(r[i] for r in rows) for i in range(1, 5))
-    lines = ["", "Vignettes per checklist (expected tiers from triage-rules.md)",
+    lines = ["", "Vignettes per checklist (expected tiers from clinical-rules.md)",
              f"{'checklist':<15}{'vignettes':>10}{'correct':>9}{'under':>7}{'over':>6}"]
     for name, n, correct, under, over in [*rows, ("all", *total)]:
         lines.append(f"{name:<15}{n:>10}{correct:>9}{under:>7}{over:>6}")

@@ -19,7 +19,7 @@ from ..store import RECORDS, STATUS, Store, profile_key
 QUEUE_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # display order, most urgent first
 TIER_ORDER = {t: i for i, t in enumerate(QUEUE_TIERS)}
 DEFAULT_TIERS = ("EMERGENCY", "URGENT", "SOON")  # ROUTINE only when asked for
-PAGED_TIERS = ("EMERGENCY", "URGENT")  # triage-rules.md: paged, acknowledge within 15 min
+PAGED_TIERS = ("EMERGENCY", "URGENT")  # clinical-rules.md: paged, acknowledge within 15 min
 STATUS_FILTERS = {
     "active": ("open", "acknowledged"),  # the default: everything not yet resolved
     "open": ("open",),
@@ -188,7 +188,7 @@ def queue_order(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def is_overdue(rec: dict[str, Any], esc: dict[str, str], now: float, deadline: float) -> bool:
     """The paging worker's flag, or (without waiting for it) an EMERGENCY/URGENT still open
-    past the acknowledgement deadline (triage-rules.md rule 5)."""
+    past the acknowledgement deadline (clinical-rules.md rule 5)."""
     if esc.get("overdue") == "1":
         return True
     created = parse_iso(rec.get("created_at"))
