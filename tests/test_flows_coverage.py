@@ -1,6 +1,7 @@
 """Every row of the checklist tables in clinical-rules.md is implemented: some rule (or the
 self-care text) of a flow file cites it. Fails listing the rows nobody cites, and any citation
-of a row that does not exist."""
+of a row that does not exist. The rules file itself keeps its sections, and every row of every
+table names its source."""
 
 from __future__ import annotations
 
@@ -16,11 +17,30 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES_MD = ROOT / "docs" / "clinical-rules.md"
 CHECKED = ("Fever and infection", "Bleeding", "SVC / superior mediastinal syndrome", "CRS",
            "Neurotoxicity / ICANS")
+# The section headings of the care team's triage rules, exactly and in order: flow files and the
+# engine cite sections by the part before " (" or ",".
+HEADINGS = (
+    "The four tiers",
+    'How answers combine (modelled on the UKONS 24-hour triage tool: "red, or two or more ambers")',
+    "Red flags that interrupt any conversation, at any point -> EMERGENCY",
+    "Temperature",
+    "Fever and infection",
+    "Bleeding (low platelets)",
+    "SVC / superior mediastinal syndrome (T-cell ALL with an enlarged thymus or mediastinal mass)",
+    "CRS (after CAR T-cells, day 0-30; during blinatumomab, highest risk in the first 2 weeks of "
+    "cycle 1)",
+    "Neurotoxicity / ICANS (same windows; up to 8 weeks after CAR T-cells)",
+    "Other symptoms that matter in ALL (beyond the four required checklists)",
+    "What the care team records on a patient's profile",
+    "Sources",
+)
+CODE_CITE_RE = re.compile(r"[\"'](clinical-rules\.md > [^\"'\n]+)[\"']")
 
 
 def short(heading: str) -> str:
-    """'CRS (after CAR T-cells, ...)' -> 'CRS': flow files cite a section by its name."""
-    return re.sub(r"\s*\(.*\)\s*$", "", heading).strip()
+    """'CRS (after CAR T-cells, ...)' -> 'CRS', 'Red flags that ..., at any point -> EMERGENCY'
+    -> 'Red flags that ...': flow files cite a section by its name."""
+    return re.sub(r"\s*(\(.*\)|,.*)$", "", heading).strip()
 
 
 def table_rows(text: str) -> dict[str, list[tuple[str, int]]]:
@@ -41,17 +61,52 @@ def table_rows(text: str) -> dict[str, list[tuple[str, int]]]:
     return sections
 
 
-def citations(flows: Path = ROOT / "flows") -> set[tuple[str, str, int | None]]:
+def cite_texts(flows: Path = ROOT / "flows") -> list[str]:
+    """Every citation in the flow files: checklist rules, self-care texts, red flags."""
     lib = load_library(flows)
-    cites = set()
+    texts = [r.cites for r in lib.red_flags]
     for flow in lib.flows.values():
-        for text in [r.cites for r in flow.rules] + [flow.self_care_cites]:
-            m = CITE_RE.match(text)
-            assert m, text
-            if m.group("tier"):
-                row = m.group("row")
-                cites.add((m.group("section"), m.group("tier"), int(row) if row else None))
+        texts += [r.cites for r in flow.rules] + [flow.self_care_cites]
+    return texts
+
+
+def citations(flows: Path = ROOT / "flows") -> set[tuple[str, str, int | None]]:
+    cites = set()
+    for text in cite_texts(flows):
+        m = CITE_RE.match(text)
+        assert m, text
+        if m.group("tier"):
+            row = m.group("row")
+            cites.add((m.group("section"), m.group("tier"), int(row) if row else None))
     return cites
+
+
+def combination_rules(text: str) -> set[int]:
+    """The numbers of the numbered rules under '## How answers combine ...'."""
+    numbers: set[int] = set()
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = short(line[3:]) == "How answers combine"
+        elif inside and (m := re.match(r"(\d+)\. \S", line)):
+            numbers.add(int(m.group(1)))
+    return numbers
+
+
+def tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(section, header cells, data rows as cells) for every Markdown table in the file."""
+    found: list[tuple[str, list[str], list[list[str]]]] = []
+    section, block = "", []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if block:
+            found.append((section, block[0], block[2:]))
+            block = []
+        if line.startswith("## "):
+            section = short(line[3:])
+    return found
 
 
 def test_the_rules_file_has_the_tables() -> None:
@@ -95,8 +150,6 @@ def test_every_citation_names_a_real_row() -> None:
             bad.append(f"{section} (no such section)")
             continue
         have = [k for t, k in rows[section] if t == tier]
-        if section in ("Temperature",):
-            continue  # prose section: cited by tier, it has no table
         if not have or (n is not None and n not in have) or (n is None and len(have) > 1):
             bad.append(f"{section} > {tier}" + (f" row {n}" if n else " (which row?)"))
     assert not bad, "citations of rows that do not exist or are ambiguous:\n" + "\n".join(bad)
@@ -108,3 +161,62 @@ def test_the_parser_reads_the_tables_as_written() -> None:
     assert rows["CRS"] == [("EMERGENCY", 1), ("URGENT", 1), ("URGENT", 2), ("SOON", 1)]
     assert rows["Fever and infection"].count(("SOON", 2)) == 1
     assert ("SOON", 1) not in rows["SVC / superior mediastinal syndrome"]  # the "(no SOON)" row
+
+
+def test_the_rules_file_keeps_the_sections_of_the_triage_rules() -> None:
+    text = RULES_MD.read_text(encoding="utf-8")
+    headings = [line[3:].strip() for line in text.splitlines() if line.startswith("## ")]
+    assert headings == list(HEADINGS), "sections of clinical-rules.md differ from the rules"
+    preface = text.split("\n## ", 1)[0]
+    assert re.search(r"Rules version: \d{4}-\d{2}-\d{2}", preface), "preface names no rules version"
+
+
+def test_every_row_names_its_source() -> None:
+    found = tables(RULES_MD.read_text(encoding="utf-8"))
+    assert {section for section, _, _ in found} >= set(CHECKED)
+    bad = []
+    for section, header, body in found:
+        if "source" not in header:
+            bad.append(f"{section}: table without a source column")
+            continue
+        at = header.index("source")
+        assert body, f"{section}: table without rows"
+        for cells in body:
+            if len(cells) != len(header):
+                bad.append(f"{section}: {cells[0]!r} has {len(cells)} cells, not {len(header)}")
+            elif not cells[at] or set(cells[at]) <= set("-: "):
+                bad.append(f"{section}: {cells[0]!r} names no source")
+    assert not bad, "rows of clinical-rules.md without a source:\n" + "\n".join(bad)
+
+
+def test_the_source_check_finds_a_row_without_one() -> None:
+    """Guards the test above: a row with an empty source cell, and a row with a cell missing."""
+    text = ("## Bleeding (low platelets)\n| tier | rule | source |\n|---|---|---|\n"
+            "| SOON | new bruises |  |\n| ROUTINE | precautions |\n")
+    (_, header, body), = tables(text)
+    at = header.index("source")
+    assert body[0][at] == "" and len(body[1]) == 2
+
+
+def test_every_combination_rule_cited_exists() -> None:
+    """'... > How answers combine > rule N' in flows/ and in the engine's code names a rule."""
+    text = RULES_MD.read_text(encoding="utf-8")
+    have = combination_rules(text)
+    assert have == set(range(1, len(have) + 1)) and len(have) >= 8, sorted(have)
+    sections = {short(line[3:]) for line in text.splitlines() if line.startswith("## ")}
+    texts = cite_texts()
+    for path in sorted((ROOT / "bot").rglob("*.py")):
+        # string literals that read as a citation (not the format shown in error messages)
+        texts += [c for c in CODE_CITE_RE.findall(path.read_text(encoding="utf-8"))
+                  if CITE_RE.match(c)]
+    bad = []
+    for cite in texts:
+        m = CITE_RE.match(cite)
+        if not m:
+            bad.append(f"{cite} (not a citation)")
+        elif m.group("section") not in sections:
+            bad.append(f"{cite} (no such section)")
+        elif m.group("rule") and (m.group("section") != "How answers combine"
+                                  or int(m.group("rule")) not in have):
+            bad.append(f"{cite} (no such rule)")
+    assert not bad, "citations of clinical-rules.md that name nothing:\n" + "\n".join(bad)
