@@ -20,15 +20,29 @@ from typing import Any
 from transitions import EventData, Machine
 
 from . import parsing
-from .flows import TIER_RANK, Flow, Library, Question, Rule, raise_tier, tier_max
+from .context import CAR_T_CRS_DAYS, CAR_T_ICANS_DAYS, CHEMO_WINDOW_DAYS
+from .conversation.reading import Reader, Reading
+from .flows import TIER_RANK, Flow, Library, Question, Rule, tier_max
 from .sms import MAX_SEGMENTS, segments, to_gsm7
 
 NEW, IDLE, OPTED_OUT = "new", "idle", "opted_out"
+SOMETHING_ELSE = "__something_else__"
 
 STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "optout", "opt out"}
 START_WORDS = {"start", "unstop", "subscribe", "optin", "opt in"}
 HELP_WORDS = {"help", "info", "helpme", "help me"}
 MENU_WORDS = {"menu", "restart", "start over", "reset", "main menu", "begin again", "back"}
+# A text that acknowledges and answers nothing: never a yes (a parent who typed "ok" to "any of
+# these emergency signs?" was told to call 911), never "did not understand" after an outcome.
+ACK_WORDS = {"ok", "okay", "k", "kk", "okk", "ok thanks", "ok thank you", "okay thanks", "thanks",
+             "thank you", "thanks so much", "thank you so much", "ty", "thx", "cheers", "got it",
+             "right", "alright", "all right", "cool", "will do", "ok will do", "ok got it",
+             "noted", "understood", "great", "great thanks", "perfect", "fine", "ok will call",
+             "ok calling now", "calling now", "ok ty", "ok thx", "k thanks", "thanks will do"}
+AFTER_OUTCOME_WORDS = {"yes", "no", "no thanks", "nope", "yes thanks", "yep", "y", "n", "bye",
+                       "goodbye", "thats all", "nothing else", "will call now", "calling"}
+NONE_WORDS = {"none", "no", "nope", "nah", "na", "n a", "nil", "not got one", "dont have one",
+              "no thermometer", "havent got one", "no reading", "cant", "cant check"}
 
 
 def iso(ts: float) -> str:
@@ -86,8 +100,11 @@ class Engine:
         self.care_team = care_team or "the number your team gave you"
         self.max_body_chars = max_body_chars
         self.emergency_hold = emergency_hold_seconds
-        self.red_flags = parsing.PhraseMatcher({rf.id: rf.phrases for rf in library.red_flags})
+        # One reader for every text, whatever question is pending (bot/conversation/reading.py).
+        self.reader = Reader(library.concepts, library.languages["en"],
+                             combinations=library.combinations)
         self.red_flag_by_id = {rf.id: rf for rf in library.red_flags}
+        self._index_findings()
         self.router = parsing.PhraseMatcher({f.id: f.triggers for f in library.flows.values()})
         # Triggers that count only inside the flow's context window (e.g. "shivery" goes to the
         # CRS checklist too when the patient had CAR T-cells in the last 30 days).
@@ -95,6 +112,31 @@ class Engine:
             {f.id: f.window_triggers for f in library.flows.values() if f.window_triggers})
         self.rules: list[tuple[Flow, Rule]] = library.all_rules()  # every checklist's rules
         self.machine = self._build_machine()
+
+    def _index_findings(self) -> None:
+        """Which questions a finding answers, which checklists a concept leads to, and which
+        sign each fact stands for (rule 8: one sign counts once)."""
+        self.fillable: list[tuple[Flow, Question]] = []
+        self.concept_flows: dict[str, list[str]] = {}
+        self.fact_sign: dict[str, str] = {}
+        for flow in self.lib.flows.values():
+            for q in flow.questions:
+                concepts = list(q.answered_by) + [c for o in q.options for c in o.concepts]
+                if concepts or q.value or q.type == "temperature":
+                    self.fillable.append((flow, q))
+                for c in concepts:
+                    self.concept_flows.setdefault(c, [])
+                    if flow.id not in self.concept_flows[c]:
+                        self.concept_flows[c].append(flow.id)
+                for sf in q.sets:
+                    for o in q.options:
+                        if o.concepts and o.id in sf.when.any_of and len(sf.when.any_of) == 1:
+                            self.fact_sign.setdefault(sf.fact, o.concepts[0])
+                    if q.answered_by and sf.when.is_ == "yes":
+                        self.fact_sign.setdefault(sf.fact, q.answered_by[0])
+
+    def read(self, text: str) -> Reading:
+        return self.reader.read(text[: self.max_body_chars])
 
     # ------------------------------------------------------------------ the state machine
     def _build_machine(self) -> Machine:
@@ -121,15 +163,34 @@ class Engine:
         everywhere = [NEW, IDLE, *question_states]
         machine.add_transition("reset", everywhere, IDLE)
         machine.add_transition("red_flag", everywhere, IDLE)
+        # News from another checklist decided the tier mid-question (rule 7): stop asking.
+        machine.add_transition("finish", question_states, IDLE)
         machine.add_transition("opt_out", [*everywhere, OPTED_OUT], OPTED_OUT)
         machine.add_transition("opt_in", OPTED_OUT, IDLE)
         return machine
 
     def _decided(self, event: EventData) -> bool:
-        """Rule 7: stop asking as soon as the answer is EMERGENCY or URGENT."""
-        conv = event.model.session["conv"]
-        tier = self.assess(conv, event.model.session)[0]
-        return TIER_RANK[tier] >= TIER_RANK["URGENT"]
+        """Rule 7: stop asking as soon as the answer is EMERGENCY, or URGENT once the
+        checklist's EMERGENCY screen has been asked."""
+        name = event.event.name
+        flow_id = name[len("start_"):] if name.startswith("start_") else \
+            event.state.name.split(":", 1)[0]
+        return self.decided(event.model.session, flow_id)
+
+    def decided(self, session: dict[str, Any], flow_id: str | None) -> bool:
+        conv = session["conv"]
+        tier = self.assess(conv, session)[0]
+        if tier == "EMERGENCY":
+            return True
+        if tier != "URGENT":
+            return False
+        return self.screen_done(conv, flow_id)
+
+    def screen_done(self, conv: dict[str, Any], flow_id: str | None) -> bool:
+        flow = self.lib.flows.get(flow_id or "")
+        if flow is None:
+            return True
+        return all(q.id in conv["answers"] for q in flow.questions if q.screen)
 
     @staticmethod
     def _applies(q: Question) -> Callable[[EventData], bool]:
@@ -174,18 +235,28 @@ class Engine:
         # context question an unregistered number is asked, e.g. CAR-T in the last 4 weeks).
         risk = bool(session.get("risk_window")) or "risk_window" in facts
         findings: list[Finding] = []
-        soon_count = 0
+        soon_signs: set[str] = set()
         for flow, rule in self.rules:
             matched = rule.when.matched(facts)
             if not matched:
                 continue
-            tier = raise_tier(rule.tier) if rule.infection and risk else rule.tier
+            # Rule 3: in a risk window a SOON fever or infection finding becomes URGENT; a risk
+            # window never makes an EMERGENCY by itself.
+            raised = rule.infection and risk and rule.tier == "SOON"
+            tier = "URGENT" if raised else rule.tier
             reason = self._reason(rule, conv)
-            if tier != rule.tier:
-                reason += " (risk window: one tier up)"
-            findings.append(Finding(tier, reason, rule.cites, rule.advice, f"{flow.id}.{rule.id}"))
+            if raised:
+                reason += " (in a risk window: call now)"
+            # Advice written for the rule's own tier ("re-check in 1 hour") would contradict a
+            # raised tier, so it is dropped.
+            findings.append(Finding(tier, reason, rule.cites, "" if raised else rule.advice,
+                                    f"{flow.id}.{rule.id}"))
             if tier == "SOON":
-                soon_count += len(matched)
+                # Rule 8: one sign counts once (a headache in CRS and in neurotoxicity).
+                for m in matched:
+                    soon_signs.add("+".join(sorted(self.fact_sign.get(f, f)
+                                                   for f in m.split("+"))))
+        soon_count = len(soon_signs)
         for flag in conv.get("red_flags", []):
             findings.append(Finding("EMERGENCY", flag["reason"], flag["cites"], flag["advice"],
                                     f"red_flags.{flag['id']}"))
@@ -209,8 +280,9 @@ class Engine:
         return rule.reason.format_map(_Missing(shown))
 
     # ------------------------------------------------------------------ messages
-    def fill(self, text: str) -> str:
-        return text.format(oncology_line=self.oncology_line, care_team=self.care_team)
+    def fill(self, text: str, who: str | None = None) -> str:
+        """Numbers and the person the text is about: "you", "your son", "he"."""
+        return text.format_map(_Forms(self.oncology_line, self.care_team, who))
 
     @staticmethod
     def compose(*parts: str | Opt) -> str:
@@ -247,13 +319,15 @@ class Engine:
         order = list(self.lib.menu) if order is None else order
         items = [self.msg["menu_item"].format(n=i + 1, label=self.lib.flows[fid].menu_label)
                  for i, fid in enumerate(order)]
+        items.append(self.msg["menu_item"].format(n=len(order) + 1,
+                                                  label=self.msg["something_else_label"]))
         return self.msg["menu"].format(items=" ".join(items))
 
-    def ask(self, q: Question) -> str:
-        return q.ask
+    def ask(self, q: Question, who: str | None = None) -> str:
+        return self.fill(q.ask, who)
 
-    def reask(self, q: Question) -> str:
-        return self.msg["reask"].format(question=q.ask, example=q.example)
+    def reask(self, q: Question, who: str | None = None) -> str:
+        return self.fill(self.msg["reask"].format(question=q.ask, example=q.example), who)
 
     # ------------------------------------------------------------------ the message
     def handle(self, session: dict[str, Any] | None, body: str | None, *, num_media: int = 0,
@@ -280,6 +354,8 @@ class Engine:
             "no finding that needs a call"]
         answers = {qid: a.get("text", "") for qid, a in (conv.get("answers") or {}).items()}
         flows = conv.get("flows") or []
+        facts = conv.get("facts") or {}
+        risk_from = (facts.get("risk_window") or {}).get("from", "")
         return {
             "phone": phone,
             "flow": flows[0] if flows else "red_flag",
@@ -291,6 +367,13 @@ class Engine:
             "answers": answers,
             "kind": kind,
             "conversation_id": conv.get("id", ""),
+            "episode_id": conv.get("id", ""),
+            "quotes": dict(conv.get("quotes") or {}),
+            "texter": session.get("texter") or "patient",
+            "risk_window_assumed": bool(risk_from) and not session.get("risk_window") and (
+                risk_from != "patient_text"),
+            "risk_window_reported": risk_from == "patient_text",
+            "rules_version": self.lib.messages.get("rules_version", ""),
             "started_at": iso(conv.get("started_at", now)),
             "created_at": iso(now),
         }
@@ -338,11 +421,38 @@ class Engine:
             text = spec["ask"]
         else:
             text = self.msg["follow_up_generic"].format(title=flow.title.lower(),
-                                                        question=self.ask(current[1]))
+                                                        question=self.ask(current[1],
+                                                                          session.get("texter")))
         text = to_gsm7(" ".join(self.fill(text).split()))
         conv["follow_up_text"] = text
         session["last_seen"] = now
         return text, conv["id"]
+
+
+class _Forms(dict[str, str]):
+    """Placeholders of patient-facing text: the numbers to call, and the person it is about
+    ({you}, {your}, {are_you}, {do_you}, {have_you}, {you_have}, {you_are}): "you" for the
+    patient, "your son" or "he" once a caregiver is seen texting. Unknown names stay as typed."""
+
+    def __init__(self, oncology_line: str, care_team: str, who: str | None):
+        super().__init__(oncology_line=oncology_line, care_team=care_team)
+        if not who:
+            forms = ("you", "your", "are you", "do you", "have you", "you have", "you are")
+        elif who in ("he", "she"):
+            his = {"he": "his", "she": "her"}[who]
+            forms = (who, his, f"is {who}", f"does {who}", f"has {who}", f"{who} has",
+                     f"{who} is")
+        else:
+            p = f"your {who}"
+            forms = (p, f"{p}'s".replace("'", ""), f"is {p}", f"does {p}", f"has {p}",
+                     f"{p} has", f"{p} is")
+        names = ("you", "your", "are_you", "do_you", "have_you", "you_have", "you_are")
+        self.update(zip(names, forms, strict=True))
+        self.update({k.capitalize(): v[:1].upper() + v[1:] for k, v in zip(names, forms,
+                                                                           strict=True)})
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
 
 
 class _Turn:
@@ -372,14 +482,17 @@ class _Turn:
         conv = {
             "id": uuid.uuid4().hex[:12], "started_at": self.now, "flows": [], "queue": [],
             "answers": {}, "facts": {f"prior_{k}": v for k, v in prior.items()}, "retries": {},
-            "red_flags": [], "recorded": False,
+            "red_flags": [], "recorded": False, "signs": [], "values": {}, "quotes": {},
+            "text_ctx": [],
         }
         self.s["conv"] = conv
         self.sync_context()
         return conv
 
     def ctx_facts(self) -> list[str]:
-        return list((self.s.get("ctx") or {}).get("facts") or ["ctx_unregistered"])
+        facts = list((self.s.get("ctx") or {}).get("facts") or ["ctx_unregistered"])
+        conv = self.s.get("conv") or {}
+        return facts + [f for f in conv.get("text_ctx", []) if f not in facts]
 
     def sync_context(self) -> None:
         """The patient's context (bot/context.py) as ``ctx_*`` facts of the conversation,
@@ -423,7 +536,8 @@ class _Turn:
     def run(self, text: str, norm: str, num_media: int) -> Result:
         state = self.s["state"]
         self.sync_context()
-        flags = self.e.red_flags.find(text) if norm else []
+        reading = self.e.read(text)
+        flags = reading.current("red_flag")
 
         if state == OPTED_OUT:
             if norm in START_WORDS or norm == "yes":
@@ -440,6 +554,7 @@ class _Turn:
             return self.result(self.m["stopped"])
 
         if flags:
+            self.absorb(reading)
             return self.result(self.red_flag(flags))
 
         if norm in HELP_WORDS:
@@ -461,52 +576,240 @@ class _Turn:
                                                   self.menu_text()))
             return self.result(self.e.compose(notice, self.pending_prompt()))
 
+        conv = self.s.get("conv")
+        if state == IDLE and (norm in ACK_WORDS or norm in AFTER_OUTCOME_WORDS) and conv and \
+                conv.get("done") and not (
+                conv.get("context_pending") or conv.get("context_due")):
+            return self.result(self.fill(self.m["closing"]))
         if state == NEW:
-            return self.result(self.first_contact(text, norm))
+            return self.result(self.first_contact(text, norm, reading))
         if state == IDLE and self.context_pending():
             return self.result(self.context_answer(text, norm))
         if state == IDLE and self.context_due(text, norm):
             return self.result(self.m["context_question"])
         if state == IDLE:
-            return self.result(self.route(text, norm) or self.e.compose(
-                self.m["not_understood_menu"], self.menu_text()))
-        return self.result(self.answer(text))
+            return self.result(self.from_idle(text, norm, reading))
+        return self.result(self.answer(text, norm, reading))
 
     def pending_prompt(self) -> str:
         cur = self.current_question()
         if cur:
-            return self.e.ask(cur[1])
+            return self.ask(cur[1])
         return self.menu_text()
 
     # -- red flags
-    def red_flag_record(self, flags: list[tuple[str, str]], silent: bool = False) -> str:
+    def red_flag_record(self, flags: list[Any], silent: bool = False) -> str:
         conv = self.conv()
-        for flag_id, phrase in flags:
-            rf = self.e.red_flag_by_id[flag_id]
-            if not any(f["id"] == flag_id for f in conv["red_flags"]):
-                conv["red_flags"].append({"id": rf.id, "reason": f"{rf.reason} ('{phrase}')",
+        for flag in flags:
+            rf = self.e.red_flag_by_id[flag.concept]
+            if not any(f["id"] == rf.id for f in conv["red_flags"]):
+                conv["red_flags"].append({"id": rf.id,
+                                          "reason": f"{rf.reason} ('{to_gsm7(flag.words)}')",
                                           "cites": rf.cites, "advice": rf.advice})
         self.s["emergency_at"] = self.now
         rec = self.e.record(self.s, kind="red_flag_opted_out" if silent else "red_flag",
                             phone=self.phone, now=self.now)
         self.records.append(rec)
         conv["done"] = True
-        return self.e.red_flag_by_id[flags[0][0]].advice
+        return self.e.red_flag_by_id[flags[0].concept].advice
 
-    def red_flag(self, flags: list[tuple[str, str]]) -> str:
-        advice = list(dict.fromkeys(self.e.red_flag_by_id[fid].advice for fid, _ in flags))
+    def red_flag(self, flags: list[Any]) -> str:
+        advice = list(dict.fromkeys(self.e.red_flag_by_id[f.concept].advice for f in flags))
         self.red_flag_record(flags)
         self.e._fire(self.s, "red_flag")
-        return self.e.compose(self.e.fill(self.m["red_flag"]), *(Opt(a) for a in advice),
-                              Opt(self.e.fill(self.m["red_flag_after"])))
+        return self.e.compose(self.fill(self.m["red_flag"]), *(Opt(self.fill(a)) for a in advice),
+                              Opt(self.fill(self.m["red_flag_after"])))
+
+    # -- what the text says, wherever the conversation is
+    def fill(self, text: str) -> str:
+        return self.e.fill(text, self.s.get("texter"))
+
+    def ask(self, q: Question) -> str:
+        return self.fill(q.ask)
+
+    def reask(self, q: Question) -> str:
+        return self.fill(self.m["reask"].format(question=q.ask, example=q.example))
+
+    def absorb(self, reading: Reading) -> bool:
+        """Everything the text says, into the conversation: who is texting, treatment context,
+        the signs and values it names, and the answers of every checklist they fill (a question
+        whose answer is known is not asked). True when something new was learned."""
+        conv = self.conv()
+        if reading.caregiver and (not self.s.get("texter") or self.s["texter"] in ("he", "she")):
+            self.s["texter"] = reading.caregiver
+        learned = self.absorb_context(reading, conv)
+        new = [c for c in reading.concepts() if c not in conv["signs"]]
+        for c in new:
+            conv["signs"].append(c)
+            conv["facts"][f"saw_{c}"] = {"at": self.now, "from": "patient_text"}
+        for f in reading.current():
+            conv["quotes"].setdefault(f.concept, to_gsm7(f.words)[:120])
+        for name, value in reading.values.items():
+            if conv["values"].get(name) != value:
+                conv["values"][name] = value
+                conv["quotes"].setdefault(name, to_gsm7(reading.value_words.get(name, ""))[:120])
+                learned = True
+        filled = self.fill_answers()
+        return bool(learned or new or filled)
+
+    def absorb_context(self, reading: Reading, conv: dict[str, Any]) -> bool:
+        """Treatment facts from the patient's words (CAR-T 5 days ago, chemo last week,
+        neutrophils 0.3) as context facts of this conversation, like the profile's."""
+        v = reading.values
+        add: list[str] = []
+        risk = False
+        if reading.has("car_t"):
+            days = v.get("car_t_days")
+            if days is None or days <= CAR_T_CRS_DAYS:
+                add.append("ctx_car_t_window")
+                risk = True
+            if days is None or days <= CAR_T_ICANS_DAYS:
+                add.append("ctx_car_t_neuro_window")
+        if reading.has("blinatumomab"):
+            add += ["ctx_blinatumomab", "ctx_blinatumomab_early"]
+            risk = True
+        if reading.has("on_chemo"):
+            days = v.get("chemo_days")
+            risk = risk or days is None or days <= CHEMO_WINDOW_DAYS
+        if reading.has("neutropenic") or v.get("neutrophils", 9.0) < 0.5:
+            risk = True
+        if reading.has("low_platelets") or v.get("platelets", 999.0) < 50:
+            add.append("ctx_platelets_lt50")
+        if v.get("platelets", 999.0) < 20:
+            add.append("ctx_platelets_lt20")
+        new = [f for f in add if f not in conv["text_ctx"]]
+        conv["text_ctx"] += new
+        for f in new:
+            conv["facts"][f] = {"at": self.now, "from": "patient_text"}
+        if risk and "risk_window" not in conv["facts"]:
+            conv["facts"]["risk_window"] = {"at": self.now, "from": "patient_text"}
+            new.append("risk_window")
+        return bool(new)
+
+    def fill_answers(self) -> list[str]:
+        """Answers that the signs and values seen so far give, in any checklist. A checklist's
+        EMERGENCY screen is filled only inside that checklist (its YES assumes the checklist's
+        own context: "very drowsy" is an emergency sign with a fever)."""
+        conv = self.s["conv"]
+        signs = set(conv["signs"])
+        values = conv["values"]
+        in_conv = set(conv["flows"]) | set(conv["queue"])
+        filled = []
+        for flow, q in self.e.fillable:
+            if q.id in conv["answers"] or (q.screen and flow.id not in in_conv) or (
+                    q.only_if is not None and not q.only_if.holds(conv["facts"])):
+                continue
+            value: Any = None
+            words: list[str] = []
+            if q.type == "yes_no" and signs & set(q.answered_by):
+                value = "yes"
+                words = [conv["quotes"].get(c, c) for c in q.answered_by if c in signs]
+            elif q.type == "temperature" and "temperature" in values:
+                c = values["temperature"]
+                value = parsing.parse_temperature(conv["quotes"].get("temperature", "")) or \
+                    parsing.Temperature(c, round(c * 9 / 5 + 32, 1), f"{c:g} C")
+                words = [conv["quotes"].get("temperature", "")]
+            elif q.type == "temperature" and "no_thermometer" in signs:
+                value = "none"
+                words = [conv["quotes"].get("no_thermometer", "")]
+            elif q.type == "number" and q.value in values:
+                n = values[q.value]
+                if (q.minimum is None or n >= q.minimum) and (q.maximum is None or n <= q.maximum):
+                    value = n
+                    words = [conv["quotes"].get(q.value, "")]
+            elif q.type in ("choice", "multi_choice"):
+                picked = [o.id for o in q.options if signs & set(o.concepts)]
+                if picked:
+                    value = picked if q.type == "multi_choice" else picked[-1]
+                    words = [conv["quotes"].get(c, c) for o in q.options
+                             for c in o.concepts if c in signs]
+            if value is not None:
+                self.store(q, value, "; ".join(w for w in dict.fromkeys(words) if w))
+                conv["answers"][q.id]["from_text"] = True
+                filled.append(q.id)
+        for flow in self.e.lib.flows.values():
+            for sc in flow.scores:
+                if sc.value and sc.value in values and sc.id not in conv["answers"]:
+                    self.score_from_value(flow, sc, values)
+                    filled.append(sc.id)
+        return filled
+
+    def score_from_value(self, flow: Flow, sc: Any, values: dict[str, float]) -> None:
+        """A score the caregiver reports as a total ("ICE 7, usually 10") stands for its
+        questions, which are then not asked."""
+        conv = self.s["conv"]
+        got = values[sc.value]
+        usual = self.usual_score(sc)
+        shown = f"{got:g} of {sc.max:g} (reported; usual {usual[1]})"
+        conv["answers"][sc.id] = {"text": shown, "value": got, "shown": shown, "from_text": True}
+        for qid in sc.questions:
+            conv["answers"].setdefault(qid, {"text": "(total reported)", "value": None,
+                                             "shown": "in the reported total"})
+        if got < usual[0]:
+            conv["facts"][sc.below_usual] = {"at": self.now, "from": sc.id}
+
+    def usual_score(self, sc: Any) -> tuple[float, str]:
+        conv = self.s.get("conv") or {}
+        said = (conv.get("values") or {}).get(sc.usual_value or "")
+        if said is not None:
+            return float(said), f"{said:g}, as you told us"
+        raw = (self.s.get("ctx") or {}).get("usual", {}).get(sc.usual_field)
+        if raw is not None:
+            return float(raw), f"{float(raw):g}"
+        return sc.usual_default, f"{sc.usual_default:g}, not known"
 
     # -- routing
-    def first_contact(self, text: str, norm: str) -> str:
-        started = self.route(text, norm, greeting=True)
+    def first_contact(self, text: str, norm: str, reading: Reading) -> str:
+        self.absorb(reading)
+        started = self.route(text, norm, reading, greeting=True)
         if started:
             return started
         self.e._fire(self.s, "reset")
+        if self.free_text(reading):
+            return self.unrecognised(text, greeting=True)
         return self.e.compose(self.m["greeting"], self.menu_text())
+
+    def from_idle(self, text: str, norm: str, reading: Reading) -> str:
+        conv = self.s.get("conv")
+        asked_else = bool(conv and conv.get("awaiting_free_text") and not conv.get("done"))
+        self.absorb(reading)
+        started = self.route(text, norm, reading)
+        if started:
+            return started
+        if asked_else or self.free_text(reading):
+            return self.unrecognised(text)
+        return self.e.compose(self.m["not_understood_menu"], self.menu_text())
+
+    def free_text(self, reading: Reading) -> bool:
+        """Words that say something about the patient, not a greeting or a menu word."""
+        chat = set(self.m.get("chit_chat") or [])
+        words = [t for t in reading.tokens if t.isalpha() and t not in chat]
+        return len(words) >= 3
+
+    def unrecognised(self, text: str, greeting: bool = False) -> str:
+        """Nothing we know, in the patient's own words: never dropped. The patient is asked
+        to call the care team today and the record is flagged for a nurse to read."""
+        conv = self.conv()
+        conv["awaiting_free_text"] = False
+        conv["answers"]["own_words"] = {"text": to_gsm7(text.strip())[:300], "value": None,
+                                        "shown": to_gsm7(text.strip())[:300]}
+        findings = [Finding("SOON", "the patient's own words need a nurse to read them: '"
+                            + to_gsm7(text.strip())[:200] + "'",
+                            "clinical-rules.md > How answers combine > rule 1")]
+        tier, known = self.e.assess(conv, self.s)
+        if TIER_RANK[tier] > TIER_RANK["SOON"]:
+            return self.after_move()
+        rec = self.e.record(self.s, kind="unrecognised", phone=self.phone, now=self.now,
+                            tier="SOON", findings=findings + known)
+        rec["needs_reading"] = True
+        self.records.append(rec)
+        conv["done"] = True
+        self.e._fire(self.s, "reset")
+        parts: list[str | Opt] = [self.fill(self.m["tier"]["SOON"]),
+                                  Opt(self.fill(self.m["unrecognised"]))]
+        if greeting:
+            parts.append(Opt(self.m["greeting_short"]))
+        return self.e.compose(*parts)
 
     def pick_from_menu(self, norm: str) -> str | None:
         toks = norm.split()
@@ -515,6 +818,10 @@ class _Turn:
             i = int(toks[0]) - 1
             if 0 <= i < len(menu):
                 return menu[i]
+            if i == len(menu):
+                return SOMETHING_ELSE
+        if norm in {"something else", "other", "else", "something different"}:
+            return SOMETHING_ELSE
         for fid in menu:
             flow = self.e.lib.flows[fid]
             if norm in {fid, " ".join(parsing.words(flow.title)),
@@ -522,18 +829,42 @@ class _Turn:
                 return fid
         return None
 
-    def route(self, text: str, norm: str, greeting: bool = False) -> str | None:
+    def route(self, text: str, norm: str, reading: Reading, greeting: bool = False
+              ) -> str | None:
         picked = self.pick_from_menu(norm)
+        if picked == SOMETHING_ELSE:
+            conv = self.conv()
+            conv["awaiting_free_text"] = True
+            return self.fill(self.m["something_else_ask"])
         flow_ids = [picked] if picked else self.flows_named_in(text)
+        if not picked:
+            flow_ids += [f for f in self.flows_for(reading) if f not in flow_ids]
         if not flow_ids:
             flow_ids = self.flows_answered_by(text)
         if not flow_ids:
             return None
-        conv = self.start_conv()
+        conv = self.conv()
         conv["queue"] = flow_ids[1:]
-        if greeting:  # first contact: the not-for-emergencies line leads the same reply
+        if greeting:  # first contact: the not-for-emergencies line goes with the same reply
             self.intro = self.m["greeting_short"]
         return self.start_flow(flow_ids[0], text if not picked else "")
+
+    def flows_for(self, reading: Reading) -> list[str]:
+        """Checklists the text's signs belong to: for each sign, the first of its checklists in
+        this patient's menu order (a context sign, like CAR-T, leads nowhere by itself)."""
+        first = self.e.offered_first(self.ctx_facts())
+        general = [fid for fid in self.e.lib.menu if self.e.lib.flows[fid].offer_first_when is None]
+        menu = first + [f for f in general if f not in first] + [
+            f for f in self.menu() if f not in first and f not in general]
+        out: list[str] = []
+        for f in reading.current("sign"):
+            flows = [fid for fid in menu if fid in self.e.concept_flows.get(f.concept, [])]
+            if flows and flows[0] not in out:
+                out.append(flows[0])
+        if not out and ("temperature" in reading.values or "spo2" in reading.values
+                        or "systolic_bp" in reading.values):
+            out = self.flows_answered_by(reading.text) or [self.menu()[0]]
+        return out
 
     def flows_named_in(self, text: str) -> list[str]:
         """Checklists whose triggers the text contains, in order of appearance; the ones the
@@ -566,10 +897,15 @@ class _Turn:
         conv["facts"][f"flow_{flow_id}"] = {"at": self.now, "from": "flow"}
         if text:
             self.prefill(flow, text)
+        self.fill_answers()  # the checklist's screen may be answered by what was said already
         self.e._fire(self.s, f"start_{flow_id}")
         return self.after_move()
 
     def prefill(self, flow: Flow, text: str) -> None:
+        """A bare reading ("38.9") as the first text fills the reading question."""
+        reading = self.e.read(text)
+        if reading.bare_number is None:
+            return
         for q in flow.questions:
             if not q.prefill or q.id in self.s["conv"]["answers"]:
                 continue
@@ -586,7 +922,9 @@ class _Turn:
             t = parsing.parse_temperature(text)
             if t is not None:
                 return t
-            return "none" if parsing.says_no_thermometer(text) else None
+            norm = " ".join(parsing.words(text))
+            no_reading = parsing.says_no_thermometer(text) or norm in NONE_WORDS
+            return "none" if no_reading else None
         if q.type == "number":
             number = parsing.parse_number(text, q.minimum, q.maximum)
             if number is None and q.minimum is not None and q.minimum > 0 and (
@@ -641,23 +979,41 @@ class _Turn:
                     got += points
                     lost += q.points() - points
                     answered += 1
-                usual_raw = (self.s.get("ctx") or {}).get("usual", {}).get(sc.usual_field)
-                usual = float(usual_raw) if usual_raw is not None else sc.usual_default
+                usual, usual_shown = self.usual_score(sc)
                 done = answered == len(sc.questions)
                 shown = (f"{got:g} of {sc.max:g}" if done else
                          f"{got:g} of {sc.max:g} so far, {lost:g} lost")
-                shown += f" (usual {usual:g}{'' if usual_raw is not None else ', not known'})"
+                shown += f" (usual {usual_shown})"
                 conv["answers"][sc.id] = {"text": shown, "value": got, "shown": shown}
                 if sc.max - lost < usual:
                     conv["facts"][sc.below_usual] = {"at": self.now, "from": sc.id}
 
-    def answer(self, text: str) -> str:
+    def answer(self, text: str, norm: str, reading: Reading) -> str:
         cur = self.current_question()
         assert cur is not None
-        _flow, q = cur
+        flow, q = cur
         conv = self.conv()
+        learned = self.absorb(reading)
+        if q.id in conv["answers"]:  # the text answered the pending question by meaning
+            self.e._fire(self.s, "advance")
+            return self.after_move()
         value = self.parse(q, text)
         lead = ""
+        if value is None and learned:
+            # News given mid-checklist is taken where it is given; if it decides the tier
+            # (rule 7) the checklist ends, else the pending question is asked again.
+            if self.e.decided(self.s, flow.id):
+                self.e._fire(self.s, "finish")
+                return self.after_move()
+            return self.e.compose(Opt(self.fill(self.m["noted"])), self.ask(q))
+        if value is None and (norm in ACK_WORDS or reading.question):
+            acks = conv.setdefault("acks", {})
+            acks[q.id] = acks.get(q.id, 0) + 1
+            if acks[q.id] <= 2:
+                note = self.m["ack_reask"] if norm in ACK_WORDS else self.m["question_reask"]
+                return self.e.compose(Opt(self.fill(note)), self.ask(q),
+                                      Opt(self.fill(self.m["example"].format(
+                                          example=q.example))))
         if value is None:
             tries = conv["retries"].get(q.id, 0) + 1
             conv["retries"][q.id] = tries
@@ -668,13 +1024,14 @@ class _Turn:
                 names = ", ".join(self.e.lib.flows[f].title.lower() for f in other)
                 note = self.m["queued"].format(names=names)
                 if tries < 2:
-                    return self.e.compose(Opt(note), self.e.reask(q))
+                    return self.e.compose(Opt(note), self.reask(q))
                 lead = note
             if tries < 2:
                 if q.type == "multi_choice" and parsing.parse_yes_no(text):
                     # "yes" to "any of these?": ask which, not "we did not understand"
-                    return self.m["reask_which"].format(question=q.ask, example=q.example)
-                return self.e.reask(q)
+                    return self.fill(self.m["reask_which"].format(question=q.ask,
+                                                                  example=q.example))
+                return self.reask(q)
             if q.red_flag:
                 worse = q.worse
                 worse_shown = str(worse)
@@ -701,7 +1058,7 @@ class _Turn:
         """Reply after the machine moved: the next question, or the outcome."""
         cur = self.current_question()
         if cur is not None:
-            return self.e.compose(self.intro, Opt(lead), self.e.ask(cur[1]))
+            return self.e.compose(self.intro, Opt(lead), self.ask(cur[1]))
         conv = self.s["conv"]
         tier, _ = self.e.assess(conv, self.s)
         if TIER_RANK[tier] < TIER_RANK["URGENT"]:
@@ -740,18 +1097,28 @@ class _Turn:
         if tier in ("ROUTINE", "SOON"):
             flows = [self.e.lib.flows[fid] for fid in conv["flows"]]
             self_care = " ".join(f.self_care for f in flows[:1])
-        # The tier's words come first (EMERGENCY: "Call 911 now." before anything else).
-        parts: list[str | Opt] = [self.intro, self.e.fill(self.m["tier"][tier])]
+        # The tier's words come first (EMERGENCY: "Call 911 now." before anything else, also
+        # before the first-contact line), then why, in a few words.
+        parts: list[str | Opt] = [self.fill(self.m["tier"][tier])]
+        if tier == "EMERGENCY":
+            parts.append(Opt(self.intro))
+        else:
+            parts.insert(0, self.intro)
+        why = next((f.reason for f in findings if f.tier == tier), "")
+        if why and tier != "ROUTINE":
+            parts.append(Opt(self.fill(self.m["why"].format(reason=_short(why)))))
+        if "no_reading" in conv["facts"]:
+            parts.append(Opt(self.fill(self.m["get_thermometer"])))
         question = self.context_question_due(conv, tier)
         if question:  # before advice: it may raise the tier (rule 3)
             parts += [Opt(lead), Opt(question)]
             lead = ""
-        parts += [Opt(a) for a in advice]
+        parts += [Opt(self.fill(a)) for a in advice]
         if tier in ("ROUTINE", "SOON"):
-            parts.append(Opt(self_care))
+            parts.append(Opt(self.fill(self_care)))
         parts += [Opt(lead)]
         if not question:
-            parts.append(Opt(self.m.get("after_outcome", "")))
+            parts.append(Opt(self.fill(self.m.get("after_outcome", ""))))
         reply = self.e.compose(*parts)
         if question and question in reply:
             conv["context_pending"] = True
@@ -806,3 +1173,9 @@ class _Turn:
             return self.e.compose(self.m["context_thanks"], Opt(self.m.get("after_outcome", "")))
         conv["facts"]["risk_window"] = {"at": self.now, "from": "risk_window_context"}
         return self.outcome()
+
+
+def _short(reason: str, limit: int = 90) -> str:
+    """The first words of a reason, for the patient ("Why: temperature 38.6 C >= 38.0")."""
+    reason = reason.split(" (")[0] if len(reason) > limit else reason
+    return reason if len(reason) <= limit else reason[: limit - 3].rsplit(" ", 1)[0] + "..."

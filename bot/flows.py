@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .conversation.reading import Combination, Concept
 from .parsing import Option
 
 TIERS = ("ROUTINE", "SOON", "URGENT", "EMERGENCY")
@@ -29,7 +30,11 @@ QUESTION_TYPES = ("yes_no", "temperature", "number", "choice", "multi_choice", "
 CITE_RE = re.compile(r"^clinical-rules\.md > (?P<section>[^>]+?) > "
                      r"(?:(?P<tier>[A-Z]+)(?: row (?P<row>\d+))?|rule (?P<rule>\d+))$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED_FLOW_IDS = {"red_flags", "messages", "menu", "new", "idle", "opted_out"}
+RESERVED_FLOW_IDS = {"red_flags", "messages", "concepts", "menu", "new", "idle", "opted_out"}
+LANGUAGES = ("en",)  # the reader's languages: flows/language/<lang>.yaml and wordings.<lang>
+VALUES = ("temperature", "spo2", "systolic_bp", "platelets", "neutrophils", "duration_min",
+          "vomit_count", "stool_count", "ice_score", "usual_ice_score", "pain_score",
+          "car_t_days", "chemo_days")
 
 
 class FlowError(ValueError):
@@ -119,6 +124,12 @@ class Question:
     maximum: float | None = None
     sets: tuple[SetFact, ...] = ()
     score: str | None = None  # the id of the flow's score this answer adds points to
+    # Answered from what the patient wrote anywhere (bot/conversation/reading.py): a yes/no
+    # question is "yes" when one of these concepts is found; a number question takes the value.
+    answered_by: tuple[str, ...] = ()
+    value: str | None = None
+    # The checklist's one-question EMERGENCY screen (rule 7): asked before any URGENT outcome.
+    screen: bool = False
 
     def points(self) -> float:
         """The most this question adds to its score (yes_no: a yes is 1 point)."""
@@ -149,6 +160,8 @@ class Score:
     usual_default: float
     below_usual: str  # the fact set when the total is (or can only end) below the usual one
     questions: tuple[str, ...] = ()
+    value: str | None = None        # a reader value that gives the total ("ICE score 7")
+    usual_value: str | None = None  # a reader value that gives the usual total ("usually 9")
 
 
 @dataclass(frozen=True)
@@ -182,8 +195,9 @@ class RedFlag:
     id: str
     reason: str
     advice: str
-    phrases: tuple[str, ...]
+    wordings: dict[str, tuple[str, ...]]
     cites: str
+    not_wordings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,9 @@ class Library:
     red_flags: tuple[RedFlag, ...]
     messages: dict[str, Any]
     menu: tuple[str, ...]  # flow ids in menu order
+    concepts: tuple[Concept, ...] = ()      # red flags, signs and context, language "en"
+    combinations: tuple[Combination, ...] = ()
+    languages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def all_rules(self) -> list[tuple[Flow, Rule]]:
         return [(f, r) for f in self.flows.values() for r in f.rules]
@@ -279,7 +296,8 @@ def _check_template(reader: _Reader, text: str, where: str, allowed: set[str]) -
 def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
     data = reader.mapping(raw, where)
     reader.unknown_keys(data, {"id", "type", "ask", "example", "red_flag", "worse", "only_if",
-                               "prefill", "options", "min", "max", "sets", "score"}, where)
+                               "prefill", "options", "min", "max", "sets", "score",
+                               "answered_by", "value", "screen"}, where)
     qid = reader.get(data, "id", where, str)
     if not ID_RE.match(qid):
         raise reader.fail(f"{where}.id", "must be lower_snake_case")
@@ -295,9 +313,10 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
         for j, raw_opt in enumerate(raw_opts):
             ow = f"{where}.options[{j}]"
             od = reader.mapping(raw_opt, ow)
-            reader.unknown_keys(od, {"id", "label", "synonyms"}, ow)
+            reader.unknown_keys(od, {"id", "label", "synonyms", "concepts"}, ow)
             opts.append(Option(reader.get(od, "id", ow, str), reader.get(od, "label", ow, str),
-                               reader.str_list(od, "synonyms", ow, ())))
+                               reader.str_list(od, "synonyms", ow, ()),
+                               reader.str_list(od, "concepts", ow, ())))
         options = tuple(opts)
     elif "options" in data:
         raise reader.fail(f"{where}.options", f"only for choice questions, not {qtype}")
@@ -359,6 +378,9 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
         maximum=reader.get(data, "max", where, (int, float), None),
         sets=tuple(sets),
         score=_score_ref(reader, data, where, qtype),
+        answered_by=reader.str_list(data, "answered_by", where, ()),
+        value=reader.get(data, "value", where, str, None, allowed=VALUES),
+        screen=reader.get(data, "screen", where, bool, False),
     )
 
 
@@ -392,7 +414,8 @@ def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) ->
     for i, raw in enumerate(raw_scores):
         where = f"scores[{i}]"
         sd = reader.mapping(raw, where)
-        reader.unknown_keys(sd, {"id", "max", "usual", "below_usual"}, where)
+        reader.unknown_keys(sd, {"id", "max", "usual", "below_usual", "value", "usual_value"},
+                            where)
         sid = reader.get(sd, "id", where, str)
         if not ID_RE.match(sid) or sid in seen or sid in qids:
             raise reader.fail(f"{where}.id", "must be lower_snake_case, unique, and not a "
@@ -420,7 +443,9 @@ def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) ->
             raise reader.fail(f"{where}.max", f"is {total} but the questions with score: {sid} "
                               f"add up to {points:g}")
         out.append(Score(sid, float(total), usual_field, float(default), below,
-                         tuple(q.id for q in members)))
+                         tuple(q.id for q in members),
+                         reader.get(sd, "value", where, str, None, allowed=VALUES),
+                         reader.get(sd, "usual_value", where, str, None, allowed=VALUES)))
     return tuple(out)
 
 
@@ -511,6 +536,34 @@ def _context_condition(reader: _Reader, data: dict[str, Any]) -> FactCondition |
     return cond
 
 
+def _wordings(reader: _Reader, data: dict[str, Any], key: str, where: str,
+              required: bool = True) -> dict[str, tuple[str, ...]]:
+    """``wordings: {en: [...], es: [...]}``: each pattern must compile (reading.py)."""
+    from .conversation.reading import compile_wording
+
+    raw = data.get(key)
+    path = f"{where}.{key}"
+    if raw is None:
+        if required:
+            raise reader.fail(path, "is required")
+        return {}
+    by_lang = reader.mapping(raw, path)
+    out = {}
+    for lang, items in by_lang.items():
+        if lang not in LANGUAGES:
+            raise reader.fail(f"{path}.{lang}", f"unknown language; known: {', '.join(LANGUAGES)}")
+        words = reader.str_list(by_lang, lang, path)
+        for j, w in enumerate(words):
+            try:
+                re.compile(compile_wording(w))
+            except (ValueError, re.error) as exc:
+                raise reader.fail(f"{path}.{lang}[{j}]", f"not a valid wording: {exc}") from exc
+        out[lang] = words
+    if required and "en" not in out:
+        raise reader.fail(path, "needs wordings in en")
+    return out
+
+
 def _load_red_flags(path: Path) -> tuple[RedFlag, ...]:
     reader = _Reader(path.name)
     data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
@@ -519,15 +572,95 @@ def _load_red_flags(path: Path) -> tuple[RedFlag, ...]:
     for i, raw in enumerate(reader.get(data, "red_flags", "", list)):
         where = f"red_flags[{i}]"
         rd = reader.mapping(raw, where)
-        reader.unknown_keys(rd, {"id", "reason", "advice", "phrases", "cites"}, where)
+        reader.unknown_keys(rd, {"id", "reason", "advice", "wordings", "not_wordings", "cites"},
+                            where)
         flags.append(RedFlag(
             id=reader.get(rd, "id", where, str),
             reason=reader.get(rd, "reason", where, str),
             advice=reader.get(rd, "advice", where, str, ""),
-            phrases=reader.str_list(rd, "phrases", where),
+            wordings=_wordings(reader, rd, "wordings", where),
             cites=reader.cite(rd, where),
+            not_wordings=_wordings(reader, rd, "not_wordings", where, required=False),
         ))
     return tuple(flags)
+
+
+def _load_concepts(path: Path, red_flags: tuple[RedFlag, ...], lang: str = "en"
+                   ) -> tuple[Concept, ...]:
+    reader = _Reader(path.name)
+    data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
+    reader.unknown_keys(data, {"concepts", "sources", "combinations"}, "")
+    out = [Concept(rf.id, "red_flag", rf.wordings.get(lang, ()), rf.not_wordings.get(lang, ()))
+           for rf in red_flags]
+    seen = {c.id for c in out}
+    for cid, raw in reader.mapping(reader.get(data, "concepts", "", dict), "concepts").items():
+        where = f"concepts.{cid}"
+        if not ID_RE.match(cid) or cid in seen:
+            raise reader.fail(where, "must be lower_snake_case and unique (red flags included)")
+        cd = reader.mapping(raw, where)
+        reader.unknown_keys(cd, {"kind", "wordings", "not_wordings"}, where)
+        kind = reader.get(cd, "kind", where, str, allowed=("sign", "context"))
+        words = _wordings(reader, cd, "wordings", where)
+        unlike = _wordings(reader, cd, "not_wordings", where, required=False)
+        out.append(Concept(cid, kind, words.get(lang, ()), unlike.get(lang, ())))
+        seen.add(cid)
+    return tuple(out)
+
+
+def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combination, ...]:
+    reader = _Reader(path.name)
+    data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
+    known = {c.id for c in concepts}
+    out = []
+    for i, raw in enumerate(reader.get(data, "combinations", "", list, [])):
+        where = f"combinations[{i}]"
+        cd = reader.mapping(raw, where)
+        reader.unknown_keys(cd, {"all", "value", "then"}, where)
+        needs = reader.str_list(cd, "all", where)
+        then = reader.get(cd, "then", where, str)
+        for cid in (*needs, then):
+            if cid not in known:
+                raise reader.fail(where, f"unknown concept {cid!r}")
+        at_least: dict[str, float] = {}
+        for name, test in reader.mapping(cd.get("value", {}), f"{where}.value").items():
+            if name not in VALUES:
+                raise reader.fail(f"{where}.value.{name}", "unknown value")
+            t = reader.mapping(test, f"{where}.value.{name}")
+            reader.unknown_keys(t, {"at_least"}, f"{where}.value.{name}")
+            at_least[name] = float(reader.get(t, "at_least", f"{where}.value.{name}",
+                                              (int, float)))
+        out.append(Combination(needs, then, at_least))
+    return tuple(out)
+
+
+def _load_languages(base: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for lang in LANGUAGES:
+        path = base / "language" / f"{lang}.yaml"
+        reader = _Reader(f"language/{lang}.yaml")
+        if not path.is_file():
+            raise reader.fail("top level", "file not found")
+        data = reader.mapping(yaml.safe_load(path.read_text(encoding="utf-8")), "top level")
+        words = base / "language" / f"{lang}_words.txt"
+        data["dictionary"] = frozenset(words.read_text(encoding="utf-8").split()) \
+            if words.is_file() else frozenset()
+        out[lang] = data
+    return out
+
+
+def _check_concept_refs(flows: dict[str, Flow], concepts: tuple[Concept, ...]) -> None:
+    known = {c.id for c in concepts}
+    for flow in flows.values():
+        reader = _Reader(Path(flow.path).name)
+        for i, q in enumerate(flow.questions):
+            for cid in q.answered_by:
+                if cid not in known:
+                    raise reader.fail(f"questions[{i}].answered_by", f"unknown concept {cid!r}")
+            for j, opt in enumerate(q.options):
+                for cid in opt.concepts:
+                    if cid not in known:
+                        raise reader.fail(f"questions[{i}].options[{j}].concepts",
+                                          f"unknown concept {cid!r}")
 
 
 REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_understood_menu",
@@ -535,8 +668,12 @@ REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_und
                      "unsure_taken_worse", "reask_which", "queued", "next_checklist",
                      "after_outcome", "tier",
                      "red_flag", "red_flag_after", "store_down", "already_opted_out",
-                     "follow_up_generic")
-TIER_PLACEHOLDERS = {"oncology_line", "care_team"}
+                     "follow_up_generic", "something_else_label", "something_else_ask",
+                     "unrecognised", "closing", "noted", "ack_reask", "question_reask", "example",
+                     "why", "get_thermometer")
+TIER_PLACEHOLDERS = {"oncology_line", "care_team", "you", "your", "are_you", "do_you",
+                     "have_you", "you_have", "you_are", "You", "Your", "Are_you", "Do_you",
+                     "Have_you", "You_have", "You_are"}
 
 
 def _load_messages(path: Path) -> dict[str, Any]:
@@ -559,7 +696,7 @@ def load_library(flows_dir: str | Path) -> Library:
         raise FlowError(f"{base}: flows folder not found")
     flows: dict[str, Flow] = {}
     for path in sorted(base.glob("*.yaml")):
-        if path.stem in ("red_flags", "messages"):
+        if path.stem in ("red_flags", "messages", "concepts"):
             continue
         flow = load_flow(path)
         flows[flow.id] = flow
@@ -572,5 +709,9 @@ def load_library(flows_dir: str | Path) -> Library:
         if fid not in flows:
             raise reader.fail(f"menu_order[{i}]", f"no checklist file {fid}.yaml")
     menu += tuple(fid for fid in flows if fid not in menu)
-    return Library(flows=flows, red_flags=_load_red_flags(base / "red_flags.yaml"),
-                   messages=messages, menu=menu)
+    red_flags = _load_red_flags(base / "red_flags.yaml")
+    concepts = _load_concepts(base / "concepts.yaml", red_flags)
+    _check_concept_refs(flows, concepts)
+    return Library(flows=flows, red_flags=red_flags, messages=messages, menu=menu,
+                   concepts=concepts, languages=_load_languages(base),
+                   combinations=_load_combinations(base / "concepts.yaml", concepts))

@@ -33,7 +33,7 @@ def words(text: str) -> list[str]:
 
 _YES = {
     "y", "yes", "yess", "yea", "yeah", "yeh", "yep", "yup", "ya", "yah", "ye", "yas",
-    "sure", "correct", "right", "true", "ok", "okay", "k", "affirmative", "definitely",
+    "sure", "correct", "true", "affirmative", "definitely",
     "absolutely", "indeed", "si", "oui", "aye", "uh huh", "i do", "i have", "i am", "it is",
     "he is", "she is", "they are", "he has", "she has", "they have", "i did", "he did",
     "she did", "they did", "yes please",
@@ -58,12 +58,12 @@ def parse_yes_no(text: str) -> bool | None:
     phrase = " ".join(toks)
     if phrase in _UNSURE or any(u in phrase for u in ("not sure", "dont know", "no idea", "idk")):
         return None
-    if phrase in _YES or (toks[0] in _YES and toks[0] not in {"ok", "okay", "k", "right"}):
+    if phrase in _YES or toks[0] in _YES:
         return True
     if phrase in _NO or toks[0] in {"no", "nope", "nah", "n", "none", "never", "not", "nothing"}:
         return False
-    if phrase in {"ok", "okay", "k", "right"}:
-        return True
+    # "ok", "right", "what number?": an acknowledgement or a question, never a yes (a parent who
+    # typed "ok" to "any of these emergency signs?" must not be told to call 911).
     return None
 
 
@@ -149,6 +149,7 @@ class Option:
     id: str
     label: str
     synonyms: tuple[str, ...] = ()
+    concepts: tuple[str, ...] = ()  # reader concepts that pick this option (flows/concepts.yaml)
 
 
 def parse_choice(text: str, options: Sequence[Option]) -> str | None:

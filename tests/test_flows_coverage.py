@@ -47,17 +47,29 @@ def table_rows(text: str) -> dict[str, list[tuple[str, int]]]:
     """section -> [(tier, n)], n counting rows of that tier within the section."""
     sections: dict[str, list[tuple[str, int]]] = {}
     current = None
+    header: list[str] = []
     for line in text.splitlines():
         if line.startswith("## "):
             current = short(line[3:])
             sections.setdefault(current, [])
+            header = []
             continue
         if current is None or not line.startswith("|"):
             continue
-        first = line.strip("|").split("|")[0].strip()
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        first = cells[0]
         if first in TIERS:
             n = sum(1 for tier, _ in sections[current] if tier == first) + 1
             sections[current].append((first, n))
+        elif first == "symptom":  # a symptom-first table: tiers are its columns
+            header = cells
+        elif header and not set(first) <= {"-", " "}:
+            # each non-empty tier cell is that tier's next row ("URGENT row 2": the second
+            # symptom with an URGENT cell)
+            for col, cell in zip(header, cells, strict=False):
+                if col in TIERS and cell:
+                    n = sum(1 for tier, _ in sections[current] if tier == col) + 1
+                    sections[current].append((col, n))
     return sections
 
 

@@ -10,6 +10,11 @@ Vignette fields: id, checklist (the table it is counted in), expect (tier), why 
 clinical-rules.md), texts (what the patient or caregiver sends, in order), optional profile (the
 care team's profile; a value ``today-7`` is the date 7 days ago), optional over_triage_ok,
 optional reason (words one of the record's reasons must contain: the right rule fired).
+
+A simulated patient (``answers``): after ``texts``, while the service still asks a question, the
+runner answers it from ``answers[<question id>]``, or else the healthy way (``healthy()``), so a
+vignette does not depend on the order of the questions. ``never_asked``: question ids the texts
+already answered, which must not be asked again (rule 8).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pytest
 import yaml
 
 from bot import profile as profiles
-from bot.flows import TIER_RANK, TIERS
+from bot.flows import TIER_RANK, TIERS, Question
 from conftest import CARE_TEAM, ONCOLOGY_LINE, Phone, records
 
 HERE = Path(__file__).parent / "vignettes"
@@ -62,6 +67,24 @@ def _profile_values(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def healthy(q: Question) -> str:
+    """How a well patient answers a question nobody scripted."""
+    if q.score is not None:
+        return "yes" if q.type == "yes_no" else f"{q.maximum:g}"
+    if q.type == "yes_no":
+        return "yes" if q.worse == "no" else "no"
+    return {"temperature": "36.8", "choice": "1", "multi_choice": "no", "number": "none"}.get(
+        q.type, "no")
+
+
+def pending_question(app: Any, phone: str) -> Question | None:
+    """The question the service is waiting on for this number, if any."""
+    svc = app.extensions["triage"]
+    session = svc.store.session(phone) or {}
+    found = svc.engine.question_at(session.get("state", ""))
+    return found[1] if found else None
+
+
 def run_vignette(app: Any, client: Any, v: dict[str, Any]) -> tuple[str, str, list[str]]:
     """(tier answered, last reply, the record's reasons)."""
     phone = Phone(client)
@@ -71,6 +94,17 @@ def run_vignette(app: Any, client: Any, v: dict[str, Any]) -> tuple[str, str, li
     reply = ""
     for text in v["texts"]:
         reply = phone.send(text)
+    answers = v.get("answers")
+    asked: list[str] = []
+    if answers is not None or v.get("never_asked"):
+        for _ in range(30):
+            q = pending_question(app, phone.number)
+            if q is None:
+                break
+            asked.append(q.id)
+            reply = phone.send(str((answers or {}).get(q.id, healthy(q))))
+    again = sorted(set(asked) & set(v.get("never_asked") or []))
+    assert not again, f"{v['id']}: asked again what the texts already said: {again}"
     mine = [r for r in records(app, phone=phone.number)]
     assert mine, f"{v['id']}: no triage record; last reply: {reply}"
     return mine[0]["tier"], reply, mine[0]["reasons"]

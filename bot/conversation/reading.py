@@ -1,0 +1,624 @@
+"""The reader: one pass over every inbound text, whatever question is pending.
+
+``Reader.read(text)`` returns a ``Reading``: the concepts the text names (red flags, checklist
+signs, treatment context), each with its ConText modifiers (negated, uncertain, historical,
+hypothetical), the values it gives with units (temperature, SpO2, blood pressure, platelets,
+neutrophils, durations, counts, ICE score, days since CAR-T or chemotherapy), and whether the
+texter writes about someone they care for.
+
+Everything a clinician may want to review is data, keyed by language, in ``flows/``:
+the wordings of each concept (``flows/red_flags.yaml``, ``flows/concepts.yaml``) and the ConText
+modifiers, clause terminators and caregiver words (``flows/language/<lang>.yaml``). This module is
+the algorithm only:
+
+* normalise (NFKC, lower case, straight apostrophes dropped: "can't" -> "cant"), split numbers
+  from units ("101F" -> "101 f"), and mark clause boundaries: strong (. ! ? ; newline) and weak
+  (comma, dash);
+* correct misspellings toward the concept vocabulary with rapidfuzz (OSA distance 1, or 2 for
+  long words; same first letter; never a word of the English guard list);
+* match each concept's wordings (a small pattern language: ``a|b`` alternatives, ``x*`` any
+  ending, ``~N`` a gap of up to N words inside one clause);
+* ConText (Harkema et al. 2009, as in medspaCy): a modifier reaches only its own clause; a
+  negation reaches a red flag only from at most 3 words before it and never across "and" or a
+  comma (a checklist sign may be negated as part of a list: "no cough, rash or sore throat");
+  pseudo-triggers ("no I", "not good") do not negate; history and hypothesis cancel a finding,
+  uncertainty does not (the safer reading).
+
+Pure: no I/O after construction; build one Reader at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+STRONG, WEAK = "#", "&"
+FEVERISH_FROM = 37.5  # clinical-rules.md > Fever and infection > SOON row 1 (37.5-37.9 C)
+_APOSTROPHES = "'\u2018\u2019\u201b\u2032`\u00b4"
+_TOKEN_RE = re.compile(
+    r"\d{1,3}(?:,\d{3})+(?![\d])"          # 20,000
+    r"|\d+(?:[.,]\d+)?(?:/\d+)?"           # 38.5  38,5  85/50
+    r"|[a-z]+"
+    r"|\.{2,}|[.!?;:\n]|[,]|\s-\s|%"
+)
+_NUM_UNIT_RE = re.compile(r"(\d)([a-z%])")
+_UNIT_NUM_RE = re.compile(r"([a-z]+)(\d)")
+_GLUED = {"spo", "sp", "o", "mp"}  # spo2, o2, 6mp stay one word
+
+
+@dataclass(frozen=True)
+class Finding:
+    concept: str
+    kind: str                 # red_flag | sign | context
+    words: str                # the patient's own words for it
+    start: int                # token index
+    end: int
+    negated: bool = False
+    uncertain: bool = False
+    historical: bool = False
+    hypothetical: bool = False
+
+    @property
+    def current(self) -> bool:
+        """Affirmed and happening now (an uncertain finding counts: the safer reading)."""
+        return not (self.negated or self.historical or self.hypothetical)
+
+
+@dataclass
+class Reading:
+    text: str
+    tokens: list[str]
+    findings: list[Finding] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    value_words: dict[str, str] = field(default_factory=dict)
+    caregiver: str | None = None   # "son", "daughter", "he", "she", "they"... or None (self)
+    bare_number: float | None = None  # the whole text is one number ("38.9", "88")
+    question: bool = False          # the text asks something ("what number?")
+
+    def current(self, kind: str | None = None) -> list[Finding]:
+        return [f for f in self.findings if f.current and (kind is None or f.kind == kind)]
+
+    def has(self, concept: str) -> bool:
+        return any(f.concept == concept and f.current for f in self.findings)
+
+    def concepts(self) -> set[str]:
+        return {f.concept for f in self.findings if f.current}
+
+    def words_for(self, concept: str) -> str:
+        for f in self.findings:
+            if f.concept == concept and f.current:
+                return f.words
+        return ""
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    kind: str
+    wordings: tuple[str, ...]
+    not_wordings: tuple[str, ...] = ()  # look-alikes that are not it ("a fit of coughing")
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Current findings ``all`` (and values at least ``at_least``) add the finding ``then``."""
+
+    all: tuple[str, ...]
+    then: str
+    at_least: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- text preparation
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    for ch in _APOSTROPHES:
+        text = text.replace(ch, "")
+    text = text.replace("\u00b0", " degrees ").replace("\u2013", " - ").replace("\u2014", " - ")
+    text = _NUM_UNIT_RE.sub(r"\1 \2", text)
+    text = _UNIT_NUM_RE.sub(lambda m: m.group(0) if m.group(1) in _GLUED
+                            else f"{m.group(1)} {m.group(2)}", text)
+    return text
+
+
+def tokenize(text: str) -> list[str]:
+    """Word and number tokens; clause boundaries as ``#`` (strong) and ``&`` (weak)."""
+    out: list[str] = []
+    for tok in _TOKEN_RE.findall(normalize(text)):
+        tok = tok.strip()
+        if tok in {",", "-"}:
+            tok = WEAK
+        elif tok in {".", "!", "?", ";", ":", ""} or tok.startswith(".."):
+            tok = STRONG
+        elif tok == "%":
+            tok = "percent"
+        if tok in (STRONG, WEAK) and (not out or out[-1] in (STRONG, WEAK)):
+            if tok == STRONG and out:
+                out[-1] = STRONG
+            continue
+        out.append(tok)
+    while out and out[-1] in (STRONG, WEAK):
+        out.pop()
+    return out
+
+
+def _alt_regex(alt: str) -> str:
+    words = []
+    for w in alt.split():
+        words.append(re.escape(w[:-1]) + r"[a-z]*" if w.endswith("*") else re.escape(w))
+    return " ".join(words)
+
+
+def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
+    """A wording as a regex over space-joined tokens. ``~N`` (N words, default 3; ``~0``
+    none) separates slots; inside a slot ``|`` separates alternatives, each one or more words
+    (``cant|cannot ~0 breath*``, ``throat ~3 swollen|closing up``); ``word*`` allows any
+    ending. A gap never holds a clause boundary, nor any of ``no_gap_words`` (negations and
+    clause breaks: "cough, no blood" is not "cough ~3 blood")."""
+    banned = "|".join(re.escape(w) for w in sorted(no_gap_words))
+    guard = rf"(?!(?:{banned}) )" if banned else ""
+    text = wording.lower().replace("'", "").strip()
+    out = ""
+    for part in re.split(r"\s*(~\d*)\s*", text):
+        if not part:
+            continue
+        m = re.fullmatch(r"~(\d*)", part)
+        if m:
+            n = int(m.group(1) or 3)
+            if n:
+                out += rf"(?: {guard}[^ {STRONG}{WEAK}]+){{0,{n}}}"
+            continue
+        alts = [a.strip() for a in part.split("|") if a.strip()]
+        if not alts:
+            raise ValueError(f"empty alternative in {wording!r}")
+        out += (" " if out else "") + "(?:" + "|".join(_alt_regex(a) for a in alts) + ")"
+    if not out:
+        raise ValueError("empty wording")
+    return out
+
+
+def wording_words(wording: str) -> set[str]:
+    """The literal words of a wording (prefix stems too), for the spelling vocabulary."""
+    words = set()
+    for tok in re.split(r"[\s|]+", wording.lower().replace("'", "")):
+        if tok and not tok.startswith("~"):
+            words.add(tok.rstrip("*"))
+    return {w for w in words if w.isalpha()}
+
+
+_SUFFIXES = ("", "s", "es", "ed", "d", "ing", "e", "y", "ly", "ness")
+
+
+# --------------------------------------------------------------------------- the reader
+
+class Reader:
+    def __init__(self, concepts: Iterable[Concept], language: Mapping[str, Any],
+                 guard_words: Iterable[str] = (), combinations: Iterable[Combination] = ()):
+        self.concepts = {c.id: c for c in concepts}
+        self.combinations = tuple(combinations)
+        lang = language
+        self._patterns: list[tuple[Concept, re.Pattern[str], re.Pattern[str] | None]] = []
+        vocab: set[str] = set()
+        no_gap = {p for p in lang.get("negation_forward", []) if " " not in p} | (set(
+            lang.get("clause_breaks", [])) - {"and"})
+        for c in self.concepts.values():
+            rx = "|".join(f"(?:{compile_wording(w, no_gap)})" for w in c.wordings)
+            nx = "|".join(f"(?:{compile_wording(w)})" for w in c.not_wordings)
+            self._patterns.append((c, re.compile(rf"(?<= )(?:{rx})(?= )"),
+                                   re.compile(rf"(?<= )(?:{nx})(?= )") if nx else None))
+            for w in c.wordings:
+                for word in wording_words(w):
+                    vocab.add(word)
+                    if any(t.rstrip("*") == word and t.endswith("*") for t in
+                           re.split(r"[\s|]+", w)):
+                        vocab.update(word + s for s in _SUFFIXES)
+        self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
+            "negation_forward", "negation_backward", "pseudo", "historical", "hypothetical",
+            "hypothetical_after", "uncertain")}
+        self._terminators = set(lang.get("terminators", []))
+        self._breaks = set(lang.get("clause_breaks", []))
+        self._connectors = set(lang.get("list_connectors", []))
+        self._caregiver_nouns: dict[str, str] = dict(lang.get("caregiver_nouns", {}))
+        self._possessives = set(lang.get("possessives", ["my", "our"]))
+        self._third_person = dict(lang.get("third_person", {}))
+        self._self_words = set(lang.get("self_words", []))
+        self._question_starts = set(lang.get("question_starts", []))
+        stop = set(lang.get("stop_words", []))
+        for name in self._mods:
+            for p in self._mods[name]:
+                stop.update(p)
+        self._known = vocab | stop | self._terminators | set(guard_words) | set(
+            lang.get("dictionary", ())) | set(lang.get("value_words", [])) | set(
+            self._caregiver_nouns) | self._possessives | set(self._third_person)
+        self._vocab = sorted(w for w in vocab if len(w) >= 3)
+        self._by_initial: dict[str, list[str]] = {}
+        for w in self._vocab:
+            self._by_initial.setdefault(w[0], []).append(w)
+        self._correct = lru_cache(maxsize=8192)(self._correct_uncached)
+
+    # -- spelling
+    def _correct_uncached(self, tok: str) -> str:
+        if len(tok) < 4 or not tok.isalpha() or tok in self._known:
+            return tok
+        limit = 1 if len(tok) < 8 else 2
+        choices = self._by_initial.get(tok[0], [])
+        best = process.extractOne(tok, choices, scorer=OSA.distance, score_cutoff=limit)
+        return best[0] if best else tok
+
+    def spell(self, tokens: list[str]) -> list[str]:
+        return [self._correct(t) for t in tokens]
+
+    # -- the whole reading
+    def read(self, text: str) -> Reading:
+        raw_tokens = tokenize(text)
+        tokens = self.spell(raw_tokens)
+        reading = Reading(text=text, tokens=tokens)
+        if not tokens:
+            return reading
+        joined = " " + " ".join(tokens) + " "
+        starts = _token_starts(tokens)
+        matches: list[tuple[int, int, Concept]] = []
+        for concept, rx, not_rx in self._patterns:
+            found = [_span_to_tokens(starts, m.start(), m.end()) for m in rx.finditer(joined)]
+            if found and not_rx is not None:
+                unlike = [_span_to_tokens(starts, m.start(), m.end())
+                          for m in not_rx.finditer(joined)]
+                found = [f for f in found if not any(_overlaps(f, u) for u in unlike)]
+            matches.extend((s, e, concept) for s, e in found)
+        matches = _drop_contained(matches)
+        spans = [(s, e) for s, e, _ in matches]
+        pseudo = self._spans(tokens, "pseudo")
+        for s, e, concept in matches:
+            words = " ".join(raw_tokens[s:e])
+            reading.findings.append(Finding(
+                concept.id, concept.kind, words, s, e,
+                negated=self._negated(tokens, s, e, concept.kind, spans, pseudo),
+                uncertain=self._in_clause(tokens, s, e, "uncertain", weak=True),
+                historical=self._in_clause(tokens, s, e, "historical", weak=True),
+                hypothetical=self._before_in_clause(tokens, s, "hypothetical", pseudo)
+                or self._after_in_clause(tokens, e, "hypothetical_after"),
+            ))
+        reading.findings.sort(key=lambda f: f.start)
+        read_values(reading, raw_tokens)
+        self._combine(reading)
+        reading.caregiver = self._caregiver(tokens)
+        reading.question = bool(re.search(r"\?\s*$", text.strip())) or (
+            tokens[0] in self._question_starts and len(tokens) <= 8)
+        return reading
+
+    def _combine(self, reading: Reading) -> None:
+        t = reading.values.get("temperature")
+        if t is not None and t >= FEVERISH_FROM and not reading.has("feverish") and \
+                "feverish" in self.concepts:
+            # a raised reading is a fever finding, as words would be
+            reading.findings.append(Finding("feverish", "sign",
+                                            reading.value_words.get("temperature", ""), 0, 0))
+        for combo in self.combinations:
+            if reading.has(combo.then) or not all(reading.has(c) for c in combo.all):
+                continue
+            if any(reading.values.get(k, float("-inf")) < v for k, v in combo.at_least.items()):
+                continue
+            parts = [f for f in reading.findings if f.current and f.concept in combo.all]
+            concept = self.concepts[combo.then]
+            words = " ... ".join(dict.fromkeys(f.words for f in parts))
+            words += "".join(f" ({reading.value_words[k]})" for k in combo.at_least
+                             if k in reading.value_words)
+            reading.findings.append(Finding(concept.id, concept.kind, words,
+                                            min(f.start for f in parts),
+                                            max(f.end for f in parts)))
+
+    # -- ConText
+    def _spans(self, tokens: list[str], name: str) -> list[tuple[int, int]]:
+        out = []
+        for phrase in self._mods[name]:
+            n = len(phrase)
+            for i in range(len(tokens) - n + 1):
+                if tuple(tokens[i:i + n]) == phrase:
+                    out.append((i, i + n))
+        return out
+
+    def _negated(self, tokens: list[str], s: int, e: int, kind: str,
+                 concept_spans: list[tuple[int, int]], pseudo: list[tuple[int, int]]) -> bool:
+        red = kind == "red_flag"
+        for ts, te in self._spans(tokens, "negation_forward"):
+            if te > s or _overlaps((ts, te), (s, e)) or any(
+                    ps <= ts and te <= pe for ps, pe in pseudo):
+                continue
+            between = tokens[te:s]
+            if STRONG in between or any(t in self._terminators for t in between):
+                continue
+            if red and (WEAK in between or "and" in between):
+                continue
+            inside_other = {i for cs, ce in concept_spans for i in range(cs, ce)
+                            if te <= i < s}
+            loose = [t for i, t in enumerate(between, start=te)
+                     if i not in inside_other and t not in self._connectors and t != WEAK]
+            if len(loose) <= 3:
+                return True
+        for ts, _te in self._spans(tokens, "negation_backward"):
+            if ts < e or ts - e > 3:
+                continue
+            between = tokens[e:ts]
+            if STRONG in between or WEAK in between or any(
+                    t in self._terminators for t in between):
+                continue
+            return True
+        return False
+
+    def _clause(self, tokens: list[str], s: int, e: int, weak: bool) -> tuple[int, int]:
+        stops = {STRONG, WEAK} if weak else {STRONG}
+        lo = s
+        while lo > 0 and tokens[lo - 1] not in stops and tokens[lo - 1] not in self._breaks:
+            lo -= 1
+        hi = e
+        while hi < len(tokens) and tokens[hi] not in stops and tokens[hi] not in self._breaks:
+            hi += 1
+        return lo, hi
+
+    def _in_clause(self, tokens: list[str], s: int, e: int, name: str, weak: bool) -> bool:
+        lo, hi = self._clause(tokens, s, e, weak)
+        return any(lo <= ts and te <= hi and not _overlaps((ts, te), (s, e))
+                   for ts, te in self._spans(tokens, name))
+
+    def _before_in_clause(self, tokens: list[str], s: int, name: str,
+                          pseudo: list[tuple[int, int]]) -> bool:
+        lo, _ = self._clause(tokens, s, s, weak=False)
+        return any(lo <= ts and te <= s and not any(ps <= ts and te <= pe for ps, pe in pseudo)
+                   for ts, te in self._spans(tokens, name))
+
+    def _after_in_clause(self, tokens: list[str], e: int, name: str) -> bool:
+        _, hi = self._clause(tokens, e, e, weak=False)
+        return any(e <= ts and te <= hi for ts, te in self._spans(tokens, name))
+
+    def _caregiver(self, tokens: list[str]) -> str | None:
+        for i, t in enumerate(tokens):
+            if t in self._caregiver_nouns and i > 0 and tokens[i - 1] in self._possessives:
+                return self._caregiver_nouns[t]
+        if any(t in self._self_words for t in tokens):
+            return None
+        for t in tokens:
+            if t in self._third_person:
+                return self._third_person[t]
+        return None
+
+
+def _token_starts(tokens: list[str]) -> list[int]:
+    starts, pos = [], 1
+    for t in tokens:
+        starts.append(pos)
+        pos += len(t) + 1
+    return starts
+
+
+def _span_to_tokens(starts: list[int], a: int, b: int) -> tuple[int, int]:
+    s = next(i for i, p in enumerate(starts) if p >= a)
+    e = s
+    while e < len(starts) and starts[e] < b:
+        e += 1
+    return s, e
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _drop_contained(matches: list[tuple[int, int, Concept]]) -> list[tuple[int, int, Concept]]:
+    """One finding per concept per place."""
+    out: list[tuple[int, int, Concept]] = []
+    for s, e, c in sorted(matches, key=lambda m: (m[0], -(m[1] - m[0]))):
+        if any(c2.id == c.id and _overlaps((s, e), (s2, e2)) for s2, e2, c2 in out):
+            continue
+        out.append((s, e, c))
+    return out
+
+
+# --------------------------------------------------------------------------- values
+
+_NUM = r"(\d+(?:[.,]\d+)?)"
+_T = r"(?:temp|temps|temperature|temperatures|fever|thermometer|reading|t|tempreture|temprature)"
+_LINK = r"(?: (?:is|was|of|at|=|reads|read|says|said|shows|showed|showing|went|up|to|has|hit|" \
+        r"around|about|nearly|almost|now|just|still|its|it|spiked|been|reached|high|a|over|" \
+        r"&))*"
+_C = r"(?: (?:c|degrees|degree|deg|celsius|centigrade|oc))"
+_F = r"(?: (?:f|fahrenheit|farenheit|faranheit|degrees f|deg f))"
+_NOT_AFTER = r"(?! (?:min|mins|minute|minutes|m|hour|hours|hr|hrs|h|kg|kgs|kilos|lb|lbs|pounds|" \
+             r"years|year|yrs|yr|days|day|weeks|week|months|month|times|x|percent|bpm|ml|mg))"
+
+
+def _f(x: str) -> float:
+    return float(x.replace(",", "."))
+
+
+def temperature_from(value: float, unit: str = "") -> float | None:
+    """Celsius, from a number and an optional unit (34-43 read as C, 93-110 as F)."""
+    unit = unit[:1]
+    if unit == "c" or (not unit and 34.0 <= value <= 43.0):
+        return round(value, 2) if 34.0 <= value <= 43.0 else None
+    if unit == "f" or (not unit and 93.0 <= value <= 110.0):
+        return round((value - 32) * 5 / 9, 2) if 93.0 <= value <= 110.0 else None
+    return None
+
+
+_WORD_NUMBERS = {"once": 1, "twice": 2, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+                 "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11,
+                 "twelve": 12, "a couple of": 2, "a few": 3, "several": 4, "half an": 0.5,
+                 "an": 1, "a": 1}
+_WN = r"(\d+(?:[.,]\d+)?|once|twice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|" \
+      r"twelve|a couple of|a few|several|half an|an|a)"
+
+
+def _wn(x: str) -> float:
+    return float(_WORD_NUMBERS[x]) if x in _WORD_NUMBERS else _f(x)
+
+
+def read_values(reading: Reading, raw_tokens: list[str]) -> None:
+    """Numbers that the words around them make into a value (a number alone is not a
+    temperature: "shivering for 40 mins", "he is 39", "38 kg" are not readings)."""
+    s = " " + " ".join(reading.tokens) + " "
+    v, w = reading.values, reading.value_words
+
+    def put(name: str, value: float | None, words: str) -> None:
+        if value is not None and name not in v:
+            v[name] = value
+            w[name] = words.strip()
+
+    only = [t for t in reading.tokens if t not in (STRONG, WEAK)]
+    number = bool(only) and re.fullmatch(r"\d+(?:[.,]\d+)?", only[0]) is not None
+    if number and (len(only) == 1 or (len(only) == 2 and only[1] in {
+            "c", "f", "degrees", "percent"})):
+        reading.bare_number = _f(only[0])
+
+    # temperature: a temperature word before it, or a unit after it
+    for m in re.finditer(rf" {_T}{_LINK} {_NUM}((?:{_C}|{_F})?){_NOT_AFTER}", s):
+        unit = m.group(2).strip()
+        put("temperature", temperature_from(_f(m.group(1)), "f" if unit.startswith("f") or
+                                            unit.endswith("f") else unit), m.group(0))
+    for m in re.finditer(rf" {_NUM}(?: (c|f|celsius|centigrade|fahrenheit|farenheit)"
+                         rf"| degrees(?: (c|f))?)(?= )", s):
+        unit = m.group(2) or m.group(3) or ""
+        put("temperature", temperature_from(_f(m.group(1)), unit), m.group(0))
+    for m in re.finditer(rf" {_NUM} (?:temp|temperature|fever)(?= )", s):
+        put("temperature", temperature_from(_f(m.group(1))), m.group(0))
+    if reading.bare_number is not None and only[-1] in ("c", "f", "degrees"):
+        put("temperature", temperature_from(reading.bare_number, only[-1]), " ".join(only))
+    # A reading with decimals in the body-temperature range is a temperature ("38,5 this
+    # morning"); a whole number alone is not ("he is 39", "38 kg").
+    for m in re.finditer(rf" (\d{{2,3}}[.,]\d){_NOT_AFTER}(?= )", s):
+        value = _f(m.group(1))
+        if 35.0 <= value <= 42.9 or 95.0 <= value <= 108.9:
+            put("temperature", temperature_from(value), m.group(0))
+
+    # oxygen saturation
+    ox = r"(?:sats|sat|saturation|saturations|spo2|sp02|sp|o2|oxygen|oxygen level|ox|oximeter|" \
+         r"pulse ox|pulse oximeter|oxygen sats|oxygen saturation|levels)"
+    for m in re.finditer(rf" {ox}(?: (?:level|levels|is|was|at|of|reads|read|says|said|"
+                         rf"shows|showing|showed|reading|dropped|down|to|only|about|around|"
+                         rf"now|just|2|are|were|keeps|saying))* (\d{{2,3}})(?: percent)?(?= )", s):
+        value = float(m.group(1))
+        put("spo2", value if 50 <= value <= 100 else None, m.group(0))
+    for m in re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
+        value = float(m.group(1))
+        put("spo2", value if 50 <= value <= 100 else None, m.group(0))
+
+    # blood pressure (systolic)
+    bp = r"(?:bp|blood pressure|pressure|top number|systolic)"
+    for m in re.finditer(rf" {bp}(?: (?:is|was|at|of|reads|says|shows|only|down|to|about|"
+                         rf"now|just))* (\d{{2,3}})(?:/(\d{{2,3}})| over (\d{{2,3}}))?(?= )", s):
+        value = float(m.group(1))
+        put("systolic_bp", value if 40 <= value <= 260 else None, m.group(0))
+    for m in re.finditer(r" (\d{2,3})/(\d{2,3})(?= )", s):
+        a = float(m.group(1))
+        if 40 <= a <= 260 and "systolic_bp" not in v:
+            put("systolic_bp", a, m.group(0))
+
+    # platelets (x10^9/L) and neutrophils (x10^9/L)
+    for m in re.finditer(r" (?:platelets|platelet|plts|plt|platelet count)(?: (?:is|are|were|"
+                         r"was|at|of|only|down|to|about|count|very|low|fine|ok|okay|normal|"
+                         r"&))* (\d+(?:[.,]\d+)?|\d{1,3}"
+                         r"(?:,\d{3})+)( k| thousand)?(?= )", s):
+        raw = m.group(1)
+        value = float(raw.replace(",", "")) if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) \
+            else _f(raw)
+        if value >= 1000:
+            value /= 1000
+        put("platelets", value, m.group(0))
+    for m in re.finditer(r" (?:neutrophils|neutrophil|neuts|anc|neutrophil count)(?: (?:is|are|"
+                         r"were|was|at|of|only|down|to|about|count))* (\d+(?:[.,]\d+)?)(?= )", s):
+        value = _f(m.group(1))
+        if value > 20:
+            value /= 1000
+        put("neutrophils", value, m.group(0))
+
+    # durations
+    for m in re.finditer(rf" {_WN} (?:min|mins|minute|minutes|m)(?= )", s):
+        put("duration_min", _wn(m.group(1)), m.group(0))
+    for m in re.finditer(rf" (?:over |more than |about |nearly |almost )?{_WN} (?:hour|hours|hr|"
+                         rf"hrs|h)(?= )", s):
+        put("duration_min", _wn(m.group(1)) * 60, m.group(0))
+    m = re.search(rf" (?:an|one|{_WN}) hour and a half ", s)
+    if m:
+        put("duration_min", (_wn(m.group(1)) if m.group(1) else 1.0) * 60 + 30, m.group(0))
+    if " half an hour " in s or " half hour " in s:
+        put("duration_min", 30.0, "half an hour")
+
+    # counts of vomits and stools
+    for m in re.finditer(rf" {_WN} (?:times|x|episodes)(?= )", s):
+        n = _wn(m.group(1))
+        lo = max(0, m.start() - 60)
+        around = s[lo:m.end() + 40]
+        if re.search(r"vomit|sick|throw|threw|puk|spew", around):
+            put("vomit_count", n, m.group(0))
+        elif re.search(r"diarr|poo|stool|runs|toilet|loose|bowel", around):
+            put("stool_count", n, m.group(0))
+    for m in re.finditer(rf" (?:vomited|vomiting|vommed|been sick|thrown up|threw up|sick|puked)"
+                         rf"(?: [a-z]+){{0,2}} {_WN}(?: times| x)?(?= )", s):
+        if m.group(1) not in ("a", "an"):
+            put("vomit_count", _wn(m.group(1)), m.group(0))
+    for m in re.finditer(rf" {_WN} (?:vomits|sicks|vomiting episodes)(?= )", s):
+        put("vomit_count", _wn(m.group(1)), m.group(0))
+    for m in re.finditer(rf" {_WN}(?: [a-z]+)? (?:poos|poops|stools|bowel movements|dirty nappies"
+                         r"|nappies|diarrhoeas|diarrheas)(?= )", s):
+        put("stool_count", _wn(m.group(1)), m.group(0))
+
+    # ICE score and the usual score
+    for m in re.finditer(r" (?:usually|normally|usual|baseline|normal)(?: (?:is|he|she|gets|"
+                         r"scores|score|got|was|ice|a|his|her))* (\d{1,2})(?: out of 10| /10)?"
+                         r"(?= )", s):
+        value = float(m.group(1))
+        put("usual_ice_score", value if 0 <= value <= 10 else None, m.group(0))
+    for m in re.finditer(r" (?:ice|ice score|ice test|scored|score|got)(?: (?:score|test|is|was|"
+                         r"of|only|today|now|he|she|got))* (\d{1,2})(?: out of 10|/10)(?= )|"
+                         r" ice(?: (?:score|test|check))?(?: (?:is|was|of|only|today|now))* "
+                         r"(\d{1,2})(?= )", s):
+        value = float(m.group(1) or m.group(2))
+        if 0 <= value <= 10 and not re.search(r"usually|normally|usual|baseline",
+                                               s[max(0, m.start() - 12):m.start() + 4]):
+            put("ice_score", value, m.group(0))
+
+    # pain score
+    for m in re.finditer(r" pain(?: (?:score|level|is|was|at|of|about|now|scale|rating))* "
+                         r"(\d{1,2})(?: out of 10|/10| out of ten)?(?= )", s):
+        value = float(m.group(1))
+        put("pain_score", value if 0 <= value <= 10 else None, m.group(0))
+    for m in re.finditer(r" (\d{1,2})(?: out of 10|/10| out of ten)(?= )", s):
+        value = float(m.group(1))
+        if 0 <= value <= 10 and re.search(r"pain|hurt|sore|ache", s):
+            put("pain_score", value, m.group(0))
+
+    # days since CAR-T / chemotherapy
+    when = rf"(?: (?:{_WN}) (day|days|week|weeks) ago| (yesterday|today|last week|this week|" \
+           r"last month|on monday|on tuesday|on wednesday|on thursday|on friday|on saturday|" \
+           r"on sunday)| on day (\d+))"
+    for name, words in (("car_t_days", r"(?:car t|cart|car t cell|car t cells|car tcell|"
+                         r"car tcells|cart cell|cart cells|kymriah|tisagenlecleucel|"
+                         r"t cell therapy|cell therapy|infusion)"),
+                        ("chemo_days", r"(?:chemo|chemotherapy|treatment|dose)")):
+        for m in re.finditer(rf" {words}(?: (?:was|infusion|on|had|given|done|cells|therapy|"
+                             rf"dose|treatment))*{when}(?= )", s):
+            put(name, _days(m), m.group(0))
+        for m in re.finditer(rf" day \+?(\d{{1,2}})(?: (?:after|post|since|of|from))? {words}"
+                             r"(?= )", s):
+            put(name, float(m.group(1)), m.group(0))
+        if name == "car_t_days":
+            for m in re.finditer(rf" {words} day \+?(\d{{1,2}})(?= )", s):
+                put(name, float(m.group(1)), m.group(0))
+            for m in re.finditer(r" day \+(\d{1,2})(?= )", s):
+                put(name, float(m.group(1)), m.group(0))
+
+
+def _days(m: re.Match[str]) -> float | None:
+    if m.group(1):
+        n = _wn(m.group(1))
+        return n * 7 if m.group(2).startswith("week") else n
+    word = m.group(3) or ""
+    if m.group(4):
+        return float(m.group(4))
+    return {"yesterday": 1.0, "today": 0.0, "last week": 7.0, "this week": 3.0,
+            "last month": 30.0}.get(word, 4.0 if word.startswith("on ") else None)
