@@ -272,6 +272,8 @@ class Engine:
     @staticmethod
     def _reason(rule: Rule, conv: dict[str, Any]) -> str:
         shown = {qid: a.get("shown", a.get("text", "")) for qid, a in conv["answers"].items()}
+        for qid, text in (conv.get("partial_shown") or {}).items():
+            shown.setdefault(qid, text)
 
         class _Missing(dict[str, str]):
             def __missing__(self, key: str) -> str:
@@ -580,7 +582,9 @@ class _Turn:
         if state == IDLE and (norm in ACK_WORDS or norm in AFTER_OUTCOME_WORDS) and conv and \
                 conv.get("done") and not (
                 conv.get("context_pending") or conv.get("context_due")):
-            return self.result(self.fill(self.m["closing"]))
+            tier = conv.get("tier") or "ROUTINE"
+            return self.result(self.fill(self.m["closing"].format(
+                reminder=self.m["tier_short"][tier])))
         if state == NEW:
             return self.result(self.first_contact(text, norm, reading))
         if state == IDLE and self.context_pending():
@@ -609,6 +613,7 @@ class _Turn:
         self.s["emergency_at"] = self.now
         rec = self.e.record(self.s, kind="red_flag_opted_out" if silent else "red_flag",
                             phone=self.phone, now=self.now)
+        conv["tier"] = "EMERGENCY"
         self.records.append(rec)
         conv["done"] = True
         return self.e.red_flag_by_id[flags[0].concept].advice
@@ -625,6 +630,12 @@ class _Turn:
         return self.e.fill(text, self.s.get("texter"))
 
     def ask(self, q: Question) -> str:
+        conv = self.s.get("conv") or {}
+        known = (conv.get("partial") or {}).get(q.id)
+        if known and q.type == "multi_choice":
+            rest = [f"{i + 1} {o.label}" for i, o in enumerate(q.options) if o.id not in known]
+            return self.fill(self.m["multi_rest"].format(
+                known=conv["partial_shown"][q.id], items=", ".join(rest)))
         return self.fill(q.ask)
 
     def reask(self, q: Question) -> str:
@@ -638,7 +649,9 @@ class _Turn:
         if reading.caregiver and (not self.s.get("texter") or self.s["texter"] in ("he", "she")):
             self.s["texter"] = reading.caregiver
         learned = self.absorb_context(reading, conv)
-        new = [c for c in reading.concepts() if c not in conv["signs"]]
+        said = reading.concepts() | {f.concept for f in reading.findings if f.kind == "context"
+                                     and not (f.negated or f.hypothetical)}
+        new = [c for c in sorted(said) if c not in conv["signs"]]
         for c in new:
             conv["signs"].append(c)
             conv["facts"][f"saw_{c}"] = {"at": self.now, "from": "patient_text"}
@@ -658,22 +671,24 @@ class _Turn:
         v = reading.values
         add: list[str] = []
         risk = False
-        if reading.has("car_t"):
+        said = {f.concept for f in reading.findings if f.kind == "context"
+                and not (f.negated or f.hypothetical)}
+        if "car_t" in said:
             days = v.get("car_t_days")
             if days is None or days <= CAR_T_CRS_DAYS:
                 add.append("ctx_car_t_window")
                 risk = True
             if days is None or days <= CAR_T_ICANS_DAYS:
                 add.append("ctx_car_t_neuro_window")
-        if reading.has("blinatumomab"):
+        if "blinatumomab" in said:
             add += ["ctx_blinatumomab", "ctx_blinatumomab_early"]
             risk = True
-        if reading.has("on_chemo"):
+        if "on_chemo" in said:
             days = v.get("chemo_days")
             risk = risk or days is None or days <= CHEMO_WINDOW_DAYS
-        if reading.has("neutropenic") or v.get("neutrophils", 9.0) < 0.5:
+        if "neutropenic" in said or v.get("neutrophils", 9.0) < 0.5:
             risk = True
-        if reading.has("low_platelets") or v.get("platelets", 999.0) < 50:
+        if "low_platelets" in said or v.get("platelets", 999.0) < 50:
             add.append("ctx_platelets_lt50")
         if v.get("platelets", 999.0) < 20:
             add.append("ctx_platelets_lt20")
@@ -703,7 +718,8 @@ class _Turn:
             words: list[str] = []
             if q.type == "yes_no" and signs & set(q.answered_by):
                 value = "yes"
-                words = [conv["quotes"].get(c, c) for c in q.answered_by if c in signs]
+                words = [f"{c.replace('_', ' ')} ('{conv['quotes'].get(c, c)}')"
+                         for c in q.answered_by if c in signs]
             elif q.type == "temperature" and "temperature" in values:
                 c = values["temperature"]
                 value = parsing.parse_temperature(conv["quotes"].get("temperature", "")) or \
@@ -717,14 +733,23 @@ class _Turn:
                 if (q.minimum is None or n >= q.minimum) and (q.maximum is None or n <= q.maximum):
                     value = n
                     words = [conv["quotes"].get(q.value, "")]
-            elif q.type in ("choice", "multi_choice"):
+            elif q.type == "yes_no" and signs & set(q.answered_no_by):
+                value = "no"
+                words = [conv["quotes"].get(c, c) for c in q.answered_no_by if c in signs]
+            elif q.type == "multi_choice":
+                if self.known_options(q, signs):
+                    filled.append(q.id)
+                continue
+            elif q.type == "choice":
                 picked = [o.id for o in q.options if signs & set(o.concepts)]
                 if picked:
-                    value = picked if q.type == "multi_choice" else picked[-1]
+                    value = picked[-1]
                     words = [conv["quotes"].get(c, c) for o in q.options
                              for c in o.concepts if c in signs]
             if value is not None:
-                self.store(q, value, "; ".join(w for w in dict.fromkeys(words) if w))
+                said = "; ".join(w for w in dict.fromkeys(words) if w)
+                self.store(q, value, said, shown=f"{value}: {said}" if said and isinstance(
+                    value, str) and value in ("yes", "no") else None)
                 conv["answers"][q.id]["from_text"] = True
                 filled.append(q.id)
         for flow in self.e.lib.flows.values():
@@ -733,6 +758,25 @@ class _Turn:
                     self.score_from_value(flow, sc, values)
                     filled.append(sc.id)
         return filled
+
+    def known_options(self, q: Question, signs: set[str]) -> bool:
+        """Options of an any-of-these question that the patient already named: their facts
+        count at once, and the question, if asked, lists only the others (rule 8)."""
+        conv = self.s["conv"]
+        partial = conv.setdefault("partial", {})
+        known = partial.get(q.id, [])
+        new = [o.id for o in q.options if signs & set(o.concepts) and o.id not in known]
+        if not new:
+            return False
+        partial[q.id] = known + new
+        for rule in q.sets:
+            if rule.when.holds(partial[q.id]):
+                conv["facts"][rule.fact] = {"at": self.now, "from": q.id}
+        labels = {o.id: o.label for o in q.options}
+        conv.setdefault("partial_shown", {})[q.id] = ", ".join(labels[i] for i in partial[q.id])
+        if len(partial[q.id]) == len(q.options):
+            self.store(q, partial[q.id], "(all named in the patient's words)")
+        return True
 
     def score_from_value(self, flow: Flow, sc: Any, values: dict[str, float]) -> None:
         """A score the caregiver reports as a total ("ICE 7, usually 10") stands for its
@@ -772,12 +816,18 @@ class _Turn:
     def from_idle(self, text: str, norm: str, reading: Reading) -> str:
         conv = self.s.get("conv")
         asked_else = bool(conv and conv.get("awaiting_free_text") and not conv.get("done"))
-        self.absorb(reading)
+        last_tier = conv.get("tier") if conv and conv.get("done") else None
+        if reading.findings or reading.values or not last_tier:
+            self.absorb(reading)  # a new conversation only for a text that says something
         started = self.route(text, norm, reading)
         if started:
             return started
         if asked_else or self.free_text(reading):
             return self.unrecognised(text)
+        if last_tier:  # "idk", "?" after an outcome: what to do, again, never the menu alone
+            return self.e.compose(self.fill(self.m["closing"].format(
+                reminder=self.m["tier_short"][last_tier])), Opt(self.fill(
+                    self.m["after_outcome"])))
         return self.e.compose(self.m["not_understood_menu"], self.menu_text())
 
     def free_text(self, reading: Reading) -> bool:
@@ -857,7 +907,10 @@ class _Turn:
         menu = first + [f for f in general if f not in first] + [
             f for f in self.menu() if f not in first and f not in general]
         out: list[str] = []
-        for f in reading.current("sign"):
+        signs = reading.current("sign")
+        # A sign every checklist asks about ("unwell") leads only when nothing else does.
+        specific = [f for f in signs if len(self.e.concept_flows.get(f.concept, [])) < 4]
+        for f in specific or signs:
             flows = [fid for fid in menu if fid in self.e.concept_flows.get(f.concept, [])]
             if flows and flows[0] not in out:
                 out.append(flows[0])
@@ -998,6 +1051,9 @@ class _Turn:
             self.e._fire(self.s, "advance")
             return self.after_move()
         value = self.parse(q, text)
+        known = (conv.get("partial") or {}).get(q.id)
+        if known and isinstance(value, list):
+            value = known + [v for v in value if v not in known]
         lead = ""
         if value is None and learned:
             # News given mid-checklist is taken where it is given; if it decides the tier
@@ -1081,6 +1137,7 @@ class _Turn:
                                     "downgraded", "clinical-rules.md > The four tiers > EMERGENCY"))
         if tier == "EMERGENCY":
             self.s["emergency_at"] = self.s.get("emergency_at") or self.now
+        conv["tier"] = tier
         self.records.append(self.e.record(self.s, kind="completed", phone=self.phone,
                                           now=self.now, tier=tier, findings=findings))
         conv["done"] = True

@@ -127,6 +127,7 @@ class Question:
     # Answered from what the patient wrote anywhere (bot/conversation/reading.py): a yes/no
     # question is "yes" when one of these concepts is found; a number question takes the value.
     answered_by: tuple[str, ...] = ()
+    answered_no_by: tuple[str, ...] = ()  # concepts that answer a yes/no question "no"
     value: str | None = None
     # The checklist's one-question EMERGENCY screen (rule 7): asked before any URGENT outcome.
     screen: bool = False
@@ -297,7 +298,7 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
     data = reader.mapping(raw, where)
     reader.unknown_keys(data, {"id", "type", "ask", "example", "red_flag", "worse", "only_if",
                                "prefill", "options", "min", "max", "sets", "score",
-                               "answered_by", "value", "screen"}, where)
+                               "answered_by", "answered_no_by", "value", "screen"}, where)
     qid = reader.get(data, "id", where, str)
     if not ID_RE.match(qid):
         raise reader.fail(f"{where}.id", "must be lower_snake_case")
@@ -379,6 +380,7 @@ def _question(reader: _Reader, raw: Any, where: str, ids: set[str]) -> Question:
         sets=tuple(sets),
         score=_score_ref(reader, data, where, qtype),
         answered_by=reader.str_list(data, "answered_by", where, ()),
+        answered_no_by=reader.str_list(data, "answered_no_by", where, ()),
         value=reader.get(data, "value", where, str, None, allowed=VALUES),
         screen=reader.get(data, "screen", where, bool, False),
     )
@@ -653,7 +655,7 @@ def _check_concept_refs(flows: dict[str, Flow], concepts: tuple[Concept, ...]) -
     for flow in flows.values():
         reader = _Reader(Path(flow.path).name)
         for i, q in enumerate(flow.questions):
-            for cid in q.answered_by:
+            for cid in (*q.answered_by, *q.answered_no_by):
                 if cid not in known:
                     raise reader.fail(f"questions[{i}].answered_by", f"unknown concept {cid!r}")
             for j, opt in enumerate(q.options):
@@ -670,7 +672,7 @@ REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_und
                      "red_flag", "red_flag_after", "store_down", "already_opted_out",
                      "follow_up_generic", "something_else_label", "something_else_ask",
                      "unrecognised", "closing", "noted", "ack_reask", "question_reask", "example",
-                     "why", "get_thermometer")
+                     "why", "get_thermometer", "multi_rest", "tier_short")
 TIER_PLACEHOLDERS = {"oncology_line", "care_team", "you", "your", "are_you", "do_you",
                      "have_you", "you_have", "you_are", "You", "Your", "Are_you", "Do_you",
                      "Have_you", "You_have", "You_are"}
