@@ -165,6 +165,13 @@ class Engine:
         machine.add_transition("red_flag", everywhere, IDLE)
         # News from another checklist decided the tier mid-question (rule 7): stop asking.
         machine.add_transition("finish", question_states, IDLE)
+        # Rule 7: an URGENT finding reached before the checklist's EMERGENCY screen (a re-check
+        # that starts at the reading) goes back to ask the screen, then gives the outcome.
+        for flow in flows:
+            screens = [q for q in flow.questions if q.screen]
+            if screens:
+                others = [state_of(flow, q) for q in flow.questions if q is not screens[0]]
+                machine.add_transition("ask_screen", others, state_of(flow, screens[0]))
         machine.add_transition("opt_out", [*everywhere, OPTED_OUT], OPTED_OUT)
         machine.add_transition("opt_in", OPTED_OUT, IDLE)
         return machine
@@ -904,8 +911,9 @@ class _Turn:
         this patient's menu order (a context sign, like CAR-T, leads nowhere by itself)."""
         first = self.e.offered_first(self.ctx_facts())
         general = [fid for fid in self.e.lib.menu if self.e.lib.flows[fid].offer_first_when is None]
-        menu = first + [f for f in general if f not in first] + [
-            f for f in self.menu() if f not in first and f not in general]
+        # A checklist for a treatment window the patient is not known to be in (CRS, ICANS)
+        # is reached by its own words or the menu, not by a sign another checklist asks about.
+        menu = first + [f for f in general if f not in first]
         out: list[str] = []
         signs = reading.current("sign")
         # A sign every checklist asks about ("unwell") leads only when nothing else does.
@@ -1048,7 +1056,7 @@ class _Turn:
         conv = self.conv()
         learned = self.absorb(reading)
         if q.id in conv["answers"]:  # the text answered the pending question by meaning
-            self.e._fire(self.s, "advance")
+            self.advance(flow)
             return self.after_move()
         value = self.parse(q, text)
         known = (conv.get("partial") or {}).get(q.id)
@@ -1107,8 +1115,17 @@ class _Turn:
                                          "shown": "unclear"}
         else:
             self.store(q, value, text)
-        self.e._fire(self.s, "advance")
+        self.advance(flow)
         return self.after_move(lead)
+
+    def advance(self, flow: Flow) -> None:
+        """Next question; but an URGENT tier with the screen not yet asked asks it first."""
+        conv = self.s["conv"]
+        tier = self.e.assess(conv, self.s)[0]
+        if tier == "URGENT" and not self.e.screen_done(conv, flow.id):
+            self.e._fire(self.s, "ask_screen")
+        else:
+            self.e._fire(self.s, "advance")
 
     def after_move(self, lead: str = "") -> str:
         """Reply after the machine moved: the next question, or the outcome."""
@@ -1161,6 +1178,9 @@ class _Turn:
             parts.append(Opt(self.intro))
         else:
             parts.insert(0, self.intro)
+        if lead:  # "to be safe we took the more serious answer" comes before the details
+            parts.append(Opt(lead))
+            lead = ""
         why = next((f.reason for f in findings if f.tier == tier), "")
         if why and tier != "ROUTINE":
             parts.append(Opt(self.fill(self.m["why"].format(reason=_short(why)))))
@@ -1222,7 +1242,7 @@ class _Turn:
         yes = parsing.parse_yes_no(text)
         if yes is None and (self.pick_from_menu(norm) or self.flows_named_in(text)
                             or self.flows_answered_by(text)):
-            return self.route(text, norm) or self.menu_text()
+            return self.route(text, norm, self.e.read(text)) or self.menu_text()
         conv["answers"]["risk_window_context"] = {
             "text": to_gsm7(text.strip())[:300], "value": "no" if yes is False else "yes",
             "shown": {True: "yes", False: "no"}.get(yes, "unclear, taken as yes")}

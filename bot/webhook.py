@@ -82,13 +82,13 @@ def fallback_reply(svc: TriageService, body: str) -> str:
     """Redis is down, or a bug: still tell the patient what to do, red flags first."""
     engine = svc.engine
     try:
-        flags = engine.red_flags.find(body[: engine.max_body_chars])
-    except Exception:  # pragma: no cover - matching is pure, but never let it raise here
+        flags = engine.read(body).current("red_flag")
+    except Exception:  # pragma: no cover - reading is pure, but never let it raise here
         flags = []
     if flags:
-        advice = list(dict.fromkeys(engine.red_flag_by_id[fid].advice for fid, _ in flags))
+        advice = list(dict.fromkeys(engine.red_flag_by_id[f.concept].advice for f in flags))
         return to_gsm7(engine.compose(engine.fill(engine.msg["red_flag"]),
-                                      *(Opt(a) for a in advice)))
+                                      *(Opt(engine.fill(a)) for a in advice)))
     return to_gsm7(engine.fill(engine.msg["store_down"]))
 
 

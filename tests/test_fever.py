@@ -26,7 +26,7 @@ def walk(phone, temperature: str, **answers: str) -> str:
     plan = [("ANY of these", a["danger"]), ("temperature?", temperature),
             ("fever medicine", None), ("paracetamol", a["medicine"]),
             ("shaking chills", a["rigors"]), ("central line", a["line"]),
-            ("How do you feel", a["feeling"]), ("Any of these that are new", a["signs"])]
+            ("how are you feeling", a["feeling"]), ("Any of these that are new", a["signs"])]
     for _ in range(12):
         for marker, answer in plan:
             if marker in reply and answer is not None:
@@ -62,19 +62,30 @@ def test_38_6_stops_asking_at_once(app, phone):
     assert "temperature" in reply
     reply = phone.send("38.6")
     assert reply.startswith(URGENT_START)
-    assert "If you faint, get confused or can't breathe, call 911" in reply
+    assert "If there is fainting, confusion or trouble breathing, call 911" in reply
     rec = records(app)[0]
     assert rec["tier"] == "URGENT" and rec["reasons"] == ["temperature 38.6 C >= 38.0"]
     assert rec["answers"] == {"danger_signs": "no", "temperature": "38.6"}
 
 
 def test_first_message_with_a_number_uses_it(app, phone):
-    """Rule 7: a first text that already holds a reading >= 38.0 is answered URGENT at once,
-    after the first-contact line; the URGENT wording carries the 911 signs."""
+    """Rule 7 (2026-11-25): a first text that already decides URGENT gets the checklist's
+    EMERGENCY screen first (after the first-contact line), then the URGENT outcome; the reading
+    is not asked again."""
     reply = phone.send("temp 38.9")
     assert reply.startswith("Hi,") and "Not for emergencies" in reply
-    assert URGENT_START in reply and "call 911" in reply
+    assert "ANY of these" in reply and not records(app)
+    reply = phone.send("no")
+    assert reply.startswith(URGENT_START) and "call 911" in reply
     assert records(app)[0]["reasons"] == ["temperature 38.9 C >= 38.0"]
+
+
+def test_first_text_urgent_then_a_yes_to_the_screen_is_911(app, phone):
+    """A febrile patient who has fainted is told to call 911, not the oncology line."""
+    phone.send("temp 38.9")
+    reply = phone.send("yes")
+    assert reply.startswith("Call 911 now.")
+    assert records(app)[0]["tier"] == "EMERGENCY"
 
 
 def test_a_bare_reading_starts_the_fever_checklist(app, phone):
@@ -166,7 +177,9 @@ def test_recheck_still_raised_within_6_hours_is_urgent(app, phone):
     walk(phone, "37.6")
     assert tier(app) == "SOON"
     reply = phone.send("37.7")  # the re-check, texted an hour later
-    # still >= 37.5 on re-check -> URGENT (fever SOON row 1), at once (rule 7)
+    # still >= 37.5 on re-check -> URGENT (fever SOON row 1), once the screen is asked (rule 7)
+    assert "ANY of these" in reply
+    reply = phone.send("no")
     assert reply.startswith(URGENT_START)
     assert tier(app) == "URGENT"
     assert any("still raised" in r for r in records(app)[0]["reasons"])

@@ -79,6 +79,8 @@ def test_soon_is_rechecked_on_time_and_the_answer_re_triaged(app, sms, phone):
 
     # still raised on the re-check: URGENT, through the normal signed webhook
     reply = phone.send("38.1")
+    assert "ANY of these" in reply  # rule 7: the EMERGENCY screen before an URGENT outcome
+    reply = phone.send("no")
     assert reply.startswith("Call the 24-hour oncology line now")
     answer = records(app)[0]
     assert answer["tier"] == "URGENT" and answer["conversation_id"] == s["conv"]["id"]
@@ -98,6 +100,8 @@ def test_borderline_again_on_recheck_is_urgent(app, sms, phone):
     _rid, t0 = soon_record(app, phone)
     tick(app, t0 + 60 * MIN)
     reply = phone.send("37.7")
+    assert "ANY of these" in reply  # rule 7: the EMERGENCY screen before an URGENT outcome
+    reply = phone.send("no")
     assert reply.startswith("Call the 24-hour oncology line now")
     assert any("still raised on re-check: 37.7 C" in r for r in records(app)[0]["reasons"])
 

@@ -85,7 +85,7 @@ def test_serve_then_chat_over_http(tmp_path):
         chat = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "chat", "--url", url,
              "--phone", "+15550100088"],
-            cwd=root, env=env, input="temp 101.5F\n", capture_output=True, text=True,
+            cwd=root, env=env, input="temp 101.5F\nno\n", capture_output=True, text=True,
             timeout=60)
         assert chat.returncode == 0, chat.stderr
         assert "running the app in this process" not in chat.stdout

@@ -167,9 +167,19 @@ def test_free_text_is_routed(phone):
     assert "ANY of these" in phone.send("I think I have a fever")
 
 
-def test_unknown_text_gets_the_menu(phone):
+def test_unknown_text_is_never_dropped(app, phone):
+    """Words that match no checklist: call the care team today, and a nurse reads them."""
     phone.send("hello")
     reply = phone.send("purple monkey dishwasher")
+    assert reply.startswith("Call the care team today") and "a nurse will read it" in reply
+    rec = records(app)[0]
+    assert rec["tier"] == "SOON" and rec["kind"] == "unrecognised" and rec["needs_reading"]
+    assert "purple monkey dishwasher" in rec["reasons"][0]
+
+
+def test_a_word_that_says_nothing_gets_the_menu(phone):
+    phone.send("hello")
+    reply = phone.send("hmm")
     assert "did not understand" in reply and "1 Fever" in reply
 
 
