@@ -551,7 +551,7 @@ def _wordings(reader: _Reader, data: dict[str, Any], key: str, where: str,
         return {}
     by_lang = reader.mapping(raw, path)
     out = {}
-    for lang, items in by_lang.items():
+    for lang in by_lang:
         if lang not in LANGUAGES:
             raise reader.fail(f"{path}.{lang}", f"unknown language; known: {', '.join(LANGUAGES)}")
         words = reader.str_list(by_lang, lang, path)
