@@ -5,6 +5,8 @@
 * ``sweep``  turn abandoned checklists into records once (the worker does it continuously)
 * ``profile set|show|fields``  the care team's patient profile
 * ``diagrams``  render each checklist as a Mermaid diagram into docs/flows/
+* ``vignettes [FILE...]``  run the vignette suite (or a reviewer's own file) through the real
+  signed webhook against a throwaway Redis; the table per checklist and every failure
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def register(app: Flask) -> None:
     from .diagrams import diagrams_command
 
     app.cli.add_command(diagrams_command)
+    from .vignettes import vignettes_command
+
+    app.cli.add_command(vignettes_command)
 
 
 def signed_post(url: str, token: str, form: dict[str, str]) -> tuple[int, str]:
