@@ -1,11 +1,12 @@
 """Which rules produced a record: the flows' human version plus a hash of their content.
 
-``rules_version(flows_dir)`` is ``"<flows/VERSION>+<8 hex digits>"``, e.g. ``"2026-11-26.1+3f9a2c1d"``.
-The human part is the one line of ``flows/VERSION``, bumped by the clinical reviewer at sign-off
-(docs/clinical-review.md). The hash covers every flow file the service loads (``*.yaml`` in the
-flows folder, in name order: each file's name and bytes), so any edit, even one nobody
-remembered to give a new version, gives a different string. ``create_app`` computes it once at
-start-up and keeps it in ``app.extensions["rules_version"]``; every triage record carries it.
+``rules_version(flows_dir)`` is ``"<flows/VERSION>+<8 hex digits>"``, for example
+``"2026-11-26.1+3f9a2c1d"``. The human part is the one line of ``flows/VERSION``, bumped by
+the clinical reviewer at sign-off (docs/clinical-review.md). The hash covers every flow file
+the service loads (``*.yaml`` in the flows folder, in name order: each file's name and bytes),
+so any edit, even one nobody remembered to give a new version, gives a different string.
+``create_app`` computes it once at start-up and keeps it in ``app.extensions["rules_version"]``;
+every triage record carries it.
 """
 
 from __future__ import annotations
