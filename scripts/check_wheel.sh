@@ -51,7 +51,8 @@ z = zipfile.ZipFile(wheel)
 want = {f"bot/_flows/{p.name}": p for p in [*root.glob("flows/*.yaml"), root / "flows/VERSION"]}
 want |= {f"bot/_vignettes/{p.name}": p for p in root.glob("tests/vignettes/*.yaml")}
 want |= {f"bot/dashboard/{p.relative_to(root / 'bot/dashboard')}": p
-         for p in (root / "bot/dashboard").rglob("*") if p.suffix in (".html", ".css", ".js")}
+         for folder in ("templates", "static") for p in (root / "bot/dashboard" / folder).rglob("*")
+         if p.is_file() and "__pycache__" not in p.parts}
 want["wsgi.py"] = root / "wsgi.py"
 missing = sorted(set(want) - names)
 assert not missing, f"not in the wheel: {missing}"
