@@ -96,6 +96,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         raise RuntimeError(f"{app.config['FLOWS_DIR']}: flow files changed while loading; "
                            f"start again")
     app.extensions["rules_version"] = version
+    app.jinja_env.globals["rules_version"] = version  # the dashboard shows what is running
     logging.getLogger(__name__).info("clinical rules %s from %s", version,
                                      app.config["FLOWS_DIR"])
     engine = Engine(library, oncology_line=app.config["ONCOLOGY_LINE_NUMBER"],

@@ -44,7 +44,8 @@ from twilio.request_validator import RequestValidator
 
 from . import config
 from . import profile as profiles
-from .flows import TIER_RANK, TIERS
+from .flows import TIER_RANK, TIERS, FlowError
+from .rules_version import RulesVersionError
 
 REQUIRED = ("id", "checklist", "expect", "why", "texts")
 OPTIONAL = ("profile", "reason", "over_triage_ok", "answers", "never_asked")
@@ -447,7 +448,8 @@ def vignettes_command(files: tuple[Path, ...], flows_dir: Path | None) -> None:
     flows = flows_dir or Path(current_app.config["FLOWS_DIR"])
     try:
         report = run_files(paths, flows)
-    except VignetteError as exc:
+    except (VignetteError, FlowError, RulesVersionError) as exc:
+        # a vignette file, or the flows under review, cannot be run: say where, no traceback
         raise click.ClickException(str(exc)) from exc
     click.echo(report.text())
     raise SystemExit(report.code)

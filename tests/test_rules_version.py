@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import render_template_string
 
 from bot import config, create_app
 from bot.rules_version import RulesVersionError, content_hash, human_version, rules_version
@@ -32,6 +33,8 @@ def test_version_is_the_human_line_plus_a_content_hash() -> None:
 
 def test_app_computes_it_once_at_start_up(app: Any) -> None:
     assert app.extensions["rules_version"] == rules_version(app.config["FLOWS_DIR"])
+    with app.app_context():  # templates can show the running version: {{ rules_version }}
+        assert render_template_string("{{ rules_version }}") == app.extensions["rules_version"]
 
 
 def test_any_edit_to_a_flow_file_changes_the_hash(flows_copy: Path) -> None:

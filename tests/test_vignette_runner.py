@@ -152,3 +152,13 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     path = write(tmp_path, [FEVER_URGENT, FEVER_URGENT])
     with pytest.raises(vignettes.VignetteError, match="already used"):
         vignettes.load([path])
+
+
+def test_flows_with_a_mistake_are_named_not_a_traceback(app: Any, tmp_path: Path) -> None:
+    flows = Path(shutil.copytree(ROOT / "flows", tmp_path / "flows"))
+    fever = flows / "fever.yaml"
+    fever.write_text(fever.read_text().replace("    tier: URGENT\n", "    tier: URGNET\n", 1))
+    result = run_cli(app, "--flows", str(flows))
+    assert result.exit_code == 1
+    assert "fever.yaml" in result.output and "tier" in result.output, result.output
+    assert "Traceback" not in result.output
