@@ -281,3 +281,10 @@ def test_other_refusals_are_one_line() -> None:
         text = explain_status(status, "http://127.0.0.1:5000/sms")
         assert "\n" not in text and f"HTTP {status}" in text
     assert "wrong server" in explain_status(501, "u")
+
+
+def test_make_run_takes_a_port() -> None:
+    dry = subprocess.run(["make", "-n", "run", "PORT=5123"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip().splitlines()[-1].endswith("flask --app wsgi serve --port 5123")
