@@ -119,6 +119,9 @@ def _check(item: Any, where: str, checklists: set[str] | None) -> None:
     for key in ("profile", "answers"):
         if key in item and not isinstance(item[key] or {}, dict):
             raise VignetteError(f"{where}: {key} must be a mapping")
+        for name, value in (item.get(key) or {}).items():
+            if not isinstance(value, str | int | float):
+                raise VignetteError(f"{where}: {key}.{name} must be a text or a number")
     if "never_asked" in item and not (
             isinstance(item["never_asked"], list)
             and all(isinstance(q, str) for q in item["never_asked"])):
@@ -149,10 +152,17 @@ def _names(pending: str) -> tuple[str, str]:
     return pending, pending.split(":", 1)[-1]
 
 
+def as_text(value: Any) -> str:
+    """A YAML value as the patient would type it: unquoted yes/no are booleans to YAML."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def answer_for(app: Flask, pending: str, answers: dict[str, Any]) -> str:
     for name in _names(pending):
         if name in answers:
-            return str(answers[name])
+            return as_text(answers[name])
     return DEFAULT_ANSWERS[_question_type(app, pending)]
 
 
@@ -170,7 +180,7 @@ def profile_values(raw: dict[str, Any], today: Any = None) -> dict[str, str]:
     today = today or datetime.now(UTC).date()
     out = {}
     for key, value in raw.items():
-        text = str(value)
+        text = as_text(value)
         m = _RELATIVE.match(text)
         if m:
             text = (today + timedelta(days=int(m.group(1) or 0))).isoformat()
@@ -236,7 +246,10 @@ def run_vignette(app: Flask, client: Any, v: dict[str, Any], number: str | None 
     store = app.extensions["triage"].store
     phone = WebhookPhone(app, client, number or "+1555" + str(secrets.randbelow(10**7)).zfill(7))
     if v.get("profile"):
-        profiles.save(store.r, phone.number, profile_values(v["profile"]))
+        try:
+            profiles.save(store.r, phone.number, profile_values(v["profile"]))
+        except profiles.ProfileError as exc:
+            raise VignetteError(f"{v.get('file', '?')} ({v['id']}): profile: {exc}") from exc
     asked: list[str] = []
     failures: list[str] = []
 

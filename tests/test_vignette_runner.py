@@ -162,3 +162,33 @@ def test_flows_with_a_mistake_are_named_not_a_traceback(app: Any, tmp_path: Path
     assert result.exit_code == 1
     assert "fever.yaml" in result.output and "tier" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_unquoted_yes_and_no_mean_what_the_reviewer_typed(app: Any, tmp_path: Path) -> None:
+    """YAML reads `yes`/`no` as booleans; the runner sends them as "yes"/"no"."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("""
+- id: mine-rigors-unquoted
+  checklist: fever
+  expect: URGENT
+  why: "Fever URGENT (shaking chills)"
+  reason: "shaking chills"
+  texts: ["fever"]
+  answers: {danger_signs: no, temperature: 37.2, fever_medicine: no, rigors: yes}
+- id: mine-profile-unquoted
+  checklist: fever
+  expect: URGENT
+  why: "Fever URGENT"
+  profile: {low_platelets: no}
+  texts: ["fever", "no", "38.6"]
+""")
+    result = run_cli(app, str(path))
+    assert result.exit_code == 0, result.output
+    assert [vignettes.as_text(v) for v in (True, False, 37.2, "38")] == ["yes", "no", "37.2", "38"]
+
+
+def test_a_profile_the_registry_refuses_is_named(app: Any, tmp_path: Path) -> None:
+    bad = {**FEVER_URGENT, "profile": {"car_t_date": "last tuesday"}}
+    result = run_cli(app, str(write(tmp_path, [bad])))
+    assert result.exit_code == 1
+    assert "mine.yaml (mine-fever): profile: car_t_date" in result.output, result.output
