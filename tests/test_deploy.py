@@ -288,3 +288,18 @@ def test_make_run_takes_a_port() -> None:
                          text=True, timeout=30)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip().splitlines()[-1].endswith("flask --app wsgi serve --port 5123")
+
+
+def test_everything_the_dockerfile_copies_exists_and_is_sent_to_the_build() -> None:
+    import fnmatch
+
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert ".env" in ignored and ".venv" in ignored  # secrets and local state stay out
+    sources = []
+    for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M):
+        sources += line.split()[:-1]
+    assert "bot" in " ".join(sources) and "flows" in " ".join(sources)
+    for src in sources:
+        assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+        assert not any(fnmatch.fnmatch(src.rstrip("/"), pat) for pat in ignored), src
