@@ -284,10 +284,12 @@ def test_other_refusals_are_one_line() -> None:
 
 
 def test_make_run_takes_a_port() -> None:
-    dry = subprocess.run(["make", "-n", "run", "PORT=5123"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=30)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "run", "PORT=5123"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30, env=env)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.strip().splitlines()[-1].endswith("flask --app wsgi serve --port 5123")
+    serve = [line for line in dry.stdout.splitlines() if " serve " in line]
+    assert serve == [".venv/bin/flask --app wsgi serve --port 5123"], dry.stdout
 
 
 def test_everything_the_dockerfile_copies_exists_and_is_sent_to_the_build() -> None:
