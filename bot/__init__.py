@@ -2,7 +2,8 @@
 
 ``create_app(overrides)`` builds the Flask app: settings from the environment (``overrides``
 win), the flows loaded and validated once, the state machine built once, Redis connected (or an
-embedded redis-server started under ``instance/`` when ``REDIS_URL`` is unset).
+embedded redis-server started under ``instance/`` when ``REDIS_URL`` is unset). The rules'
+version (``bot.rules_version``) is in ``app.extensions["rules_version"]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flask import Flask
 from . import config
 from .engine import Engine
 from .flows import load_library
+from .rules_version import rules_version
 from .service import TriageService
 from .store import Store, embedded_redis_url
 
@@ -86,7 +88,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         raise RuntimeError(f"settings missing: {', '.join(missing)} (see .env.example)")
     app.secret_key = app.config["SECRET_KEY"]
 
+    # The rules' version is taken from the same files the library is loaded from: hashed
+    # before and after loading, so an edit saved mid-start cannot be stamped with the wrong one.
+    version = rules_version(app.config["FLOWS_DIR"])
     library = load_library(app.config["FLOWS_DIR"])
+    if rules_version(app.config["FLOWS_DIR"]) != version:
+        raise RuntimeError(f"{app.config['FLOWS_DIR']}: flow files changed while loading; "
+                           f"start again")
+    app.extensions["rules_version"] = version
+    app.jinja_env.globals["rules_version"] = version  # the dashboard shows what is running
+    logging.getLogger(__name__).info("clinical rules %s from %s", version,
+                                     app.config["FLOWS_DIR"])
     engine = Engine(library, oncology_line=app.config["ONCOLOGY_LINE_NUMBER"],
                     care_team=app.config["CARE_TEAM_NUMBER"],
                     max_body_chars=app.config["MAX_BODY_CHARS"])

@@ -5,10 +5,14 @@
 * ``sweep``  turn abandoned checklists into records once (the worker does it continuously)
 * ``profile set|show|fields``  the care team's patient profile
 * ``diagrams``  render each checklist as a Mermaid diagram into docs/flows/
+* ``vignettes [FILE...]``  run the vignette suite (or a reviewer's own file) through the real
+  signed webhook against a throwaway Redis; the table per checklist and every failure
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
 import threading
 import time
@@ -34,11 +38,16 @@ def register(app: Flask) -> None:
     from .diagrams import diagrams_command
 
     app.cli.add_command(diagrams_command)
+    from .vignettes import vignettes_command
+
+    app.cli.add_command(vignettes_command)
 
 
-def signed_post(url: str, token: str, form: dict[str, str]) -> tuple[int, str]:
-    """POST like Twilio does: form-encoded, with a valid X-Twilio-Signature."""
-    signature = RequestValidator(token).compute_signature(url, form)
+def signed_post(url: str, token: str, form: dict[str, str], signed_url: str | None = None
+                ) -> tuple[int, str]:
+    """POST like Twilio does: form-encoded, with a valid X-Twilio-Signature (computed over
+    ``signed_url``, the address Twilio would have called, when the server sits behind one)."""
+    signature = RequestValidator(token).compute_signature(signed_url or url, form)
     data = parse.urlencode(form).encode()
     req = request.Request(url, data=data, headers={"X-Twilio-Signature": signature})
     try:
@@ -70,7 +79,7 @@ def chat(phone: str, url: str) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     token = app.config["TWILIO_AUTH_TOKEN"]
     public = app.config.get("PUBLIC_BASE_URL")
-    send = _http_sender(url, token)
+    send = _http_sender(url, token, public)
     if send is None:
         click.echo(f"(nothing answers at {url}: running the app in this process)")
         send = _local_sender(app, token, public)
@@ -83,10 +92,13 @@ def chat(phone: str, url: str) -> None:
             return
         form = {"From": phone, "To": "+15550009999", "Body": text,
                 "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AClocal", "NumMedia": "0"}
-        status, body = send(form)
+        try:
+            status, body = send(form)
+        except OSError as exc:  # URLError too: the server went away mid-chat
+            raise click.ClickException(f"nothing answers at {url} any more ({_why(exc)}); "
+                                       f"is the server still running?") from exc
         if status != 200:
-            click.echo(f"[HTTP {status}] {body[:200]}")
-            continue
+            raise click.ClickException(explain_status(status, url))
         texts = reply_texts(body)
         if not texts:
             click.echo("(no reply: this number has opted out; text START)")
@@ -94,14 +106,45 @@ def chat(phone: str, url: str) -> None:
             click.echo(f"bot> {t}\n")
 
 
-def _http_sender(url: str, token: str) -> Any:
+def explain_status(status: int, url: str) -> str:
+    """One line for a refused chat message, instead of the server's HTML page."""
+    if status == 403:
+        return (f"HTTP 403 from {url}: the service refused the signature. Its "
+                f"TWILIO_AUTH_TOKEN (or PUBLIC_BASE_URL) is not this chat's: run chat with "
+                f"the server's settings (same folder or INSTANCE_PATH, same environment).")
+    if status in (404, 405, 501):
+        return (f"HTTP {status} from {url}: that is not this triage service's webhook "
+                f"(wrong server, port or path?); give the right one with --url.")
+    return f"HTTP {status} from {url}: the service could not take the message; see its log."
+
+
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return getattr(reason, "strerror", None) or str(reason)
+
+
+def _http_sender(url: str, token: str, public: str | None = None) -> Any:
+    """A sender to the server at ``url``; None when nothing answers there. Something that
+    answers but is not this service (its /healthz is not ours) stops the chat with one line."""
+    health = url.rsplit("/", 1)[0] + "/healthz"
     try:
-        request.urlopen(url.rsplit("/", 1)[0] + "/healthz", timeout=2)
-    except urlerror.HTTPError:
-        pass  # it answers (503 = degraded); still the right server
+        with request.urlopen(health, timeout=2) as resp:
+            status, body = resp.status, resp.read(2000)
+    except urlerror.HTTPError as exc:
+        status, body = exc.code, exc.read(2000)
     except (urlerror.URLError, OSError):
         return None
-    return lambda form: signed_post(url, token, form)
+    try:
+        ours = status in (200, 503) and "redis" in json.loads(body)
+    except (ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise click.ClickException(
+            f"{health} answers HTTP {status}, but not as this triage service: wrong server "
+            f"or port? Give the service's webhook with --url http://HOST:PORT/sms.")
+    # The server checks the signature against PUBLIC_BASE_URL when it has one.
+    signed = f"{public}{parse.urlsplit(url).path}" if public else None
+    return lambda form: signed_post(url, token, form, signed)
 
 
 def _local_sender(app: Flask, token: str, public: str | None) -> Any:
@@ -132,15 +175,25 @@ def sweep() -> None:
 def serve(host: str, port: int, no_worker: bool) -> None:
     """Run the whole service locally (web + worker)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    busy = port_in_use(host, port)
+    if busy:
+        raise click.ClickException(
+            f"port {port} on {host} is already in use ({busy}): is another `serve` still "
+            f"running? Stop it, or choose another port: make run PORT={port + 1} "
+            f"(or flask --app wsgi serve --port {port + 1}).")
     if not no_worker:
         from .worker import run_forever
 
         threading.Thread(target=run_forever, args=(app,), daemon=True, name="worker").start()
     embedded = " (embedded, under instance/)" if app.config.get("EMBEDDED_REDIS") else ""
+    chat_cmd = ".venv/bin/flask --app wsgi chat"
+    if (host, port) != ("127.0.0.1", 5000):
+        chat_cmd += f" --url http://{host}:{port}/sms"
     click.echo(
         f"\nTriage service on http://{host}:{port}  Redis: {app.config['REDIS_URL']}{embedded}\n"
+        f"Rules: {app.extensions.get('rules_version')}\n"
         f"Chat with it from another terminal:\n"
-        f"    .venv/bin/flask --app wsgi chat\n"
+        f"    {chat_cmd}\n"
         f"Care team dashboard: http://{host}:{port}/dashboard/  (make a user first:\n"
         f"    .venv/bin/flask --app wsgi create-user NAME --role admin)\n"
         f"Health: http://{host}:{port}/healthz\n", file=sys.stderr)
@@ -148,6 +201,22 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 
     # app.run() refuses to run inside the flask command; werkzeug's server is what it wraps.
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be listened on, or None. Binds the way werkzeug's server
+    does (SO_REUSEADDR), so a port left in TIME_WAIT is not reported busy."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 # --------------------------------------------------------------------------- patient profiles

@@ -1,31 +1,76 @@
 """Settings, read from the environment; ``create_app(overrides)`` wins over both.
 
-Every setting is listed in ``.env.example`` and the README's settings table.
+Every setting is listed in ``.env.example`` (a test checks both ways) and the README's settings
+table. A setting that is present but empty (``FLOWS_DIR=`` in a copied ``.env``) means its
+default, exactly like an absent one.
+
+Where the clinical content and local state live when not set:
+
+* ``FLOWS_DIR``: in a source checkout, ``flows/`` at the top of the repository (the source of
+  truth that clinicians edit); in an installed package, the copy of it shipped inside the
+  package (``bot/_flows``).
+* ``INSTANCE_PATH``: in a source checkout, ``instance/`` at the top of the repository; in an
+  installed package, ``instance/`` in the folder the command is started from.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+PACKAGED_FLOWS = PACKAGE / "_flows"
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+def source_checkout(root: Path = ROOT) -> bool:
+    """Is this package running from the repository (not installed from a wheel)?"""
+    return (root / "pyproject.toml").is_file() and (root / "flows").is_dir()
+
+
+def default_flows_dir(root: Path = ROOT, packaged: Path = PACKAGED_FLOWS) -> Path:
+    """The repository's ``flows/`` in a source checkout (so an edit is what runs, never a
+    stale packaged copy), else the flows shipped in the package."""
+    if source_checkout(root):
+        return root / "flows"
+    return packaged
+
+
+def default_instance_path(root: Path = ROOT, cwd: Path | None = None) -> Path:
+    if source_checkout(root):
+        return root / "instance"
+    return (cwd or Path.cwd()) / "instance"
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
     try:
         return int(raw) if raw else default
     except ValueError as exc:  # a typo in a setting must fail loudly at start-up
         raise RuntimeError(f"setting {name} must be a whole number, got {raw!r}") from exc
 
 
-def from_environment() -> dict[str, Any]:
-    env = os.environ.get
+def defaults() -> dict[str, Any]:
+    """Every setting at its default, whatever the environment says (the vignette runner's
+    throwaway app uses this so a production .env cannot leak into it)."""
+    return from_environment({})
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+
+    def env(name: str, default: str) -> str:
+        return environ.get(name, "").strip() or default
+
+    def _int_(name: str, default: int) -> int:
+        return _int(environ, name, default)
+
     return {
         # Redis: unset means "start an embedded redis-server under INSTANCE_PATH".
-        "REDIS_URL": env("REDIS_URL", "").strip() or None,
-        "INSTANCE_PATH": env("INSTANCE_PATH", str(ROOT / "instance")),
+        "REDIS_URL": env("REDIS_URL", "") or None,
+        "INSTANCE_PATH": env("INSTANCE_PATH", str(default_instance_path())),
         # Twilio
         "TWILIO_AUTH_TOKEN": env("TWILIO_AUTH_TOKEN", ""),
         "TWILIO_ACCOUNT_SID": env("TWILIO_ACCOUNT_SID", ""),
@@ -38,16 +83,16 @@ def from_environment() -> dict[str, Any]:
         "ON_CALL_NUMBERS": env("ON_CALL_NUMBERS", ""),
         "SECRET_KEY": env("SECRET_KEY", ""),
         # Behaviour
-        "FLOWS_DIR": env("FLOWS_DIR", str(ROOT / "flows")),
-        "SESSION_TTL_HOURS": _int("SESSION_TTL_HOURS", 24),
-        "ABANDON_AFTER_MINUTES": _int("ABANDON_AFTER_MINUTES", 15),
-        "ACK_DEADLINE_MINUTES": _int("ACK_DEADLINE_MINUTES", 15),
-        "FOLLOW_UP_AFTER_MINUTES": _int("FOLLOW_UP_AFTER_MINUTES", 60),
-        "PAGE_MAX_ATTEMPTS": _int("PAGE_MAX_ATTEMPTS", 6),
-        "PAGE_RETRY_SECONDS": _int("PAGE_RETRY_SECONDS", 30),
-        "WORKER_TICK_SECONDS": _int("WORKER_TICK_SECONDS", 15),
-        "WORKER_NAME": env("WORKER_NAME", "").strip(),
-        "DEDUP_TTL_HOURS": _int("DEDUP_TTL_HOURS", 48),
-        "MAX_BODY_CHARS": _int("MAX_BODY_CHARS", 1600),
+        "FLOWS_DIR": env("FLOWS_DIR", str(default_flows_dir())),
+        "SESSION_TTL_HOURS": _int_("SESSION_TTL_HOURS", 24),
+        "ABANDON_AFTER_MINUTES": _int_("ABANDON_AFTER_MINUTES", 15),
+        "ACK_DEADLINE_MINUTES": _int_("ACK_DEADLINE_MINUTES", 15),
+        "FOLLOW_UP_AFTER_MINUTES": _int_("FOLLOW_UP_AFTER_MINUTES", 60),
+        "PAGE_MAX_ATTEMPTS": _int_("PAGE_MAX_ATTEMPTS", 6),
+        "PAGE_RETRY_SECONDS": _int_("PAGE_RETRY_SECONDS", 30),
+        "WORKER_TICK_SECONDS": _int_("WORKER_TICK_SECONDS", 15),
+        "WORKER_NAME": env("WORKER_NAME", ""),
+        "DEDUP_TTL_HOURS": _int_("DEDUP_TTL_HOURS", 48),
+        "MAX_BODY_CHARS": _int_("MAX_BODY_CHARS", 1600),
         "LOG_LEVEL": env("LOG_LEVEL", "INFO"),
     }

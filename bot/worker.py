@@ -13,6 +13,10 @@ Every WORKER_TICK_SECONDS one ``tick(app, now)``:
 Everything that depends on time takes ``now`` (tests use a fake clock); all state is in Redis,
 so several workers may run and a restarted one resumes. Run it with ``python -m bot.worker``
 (docker-compose does), or inside ``flask --app wsgi serve``.
+
+After every completed tick the worker sets ``worker:heartbeat`` to the unix time (seconds).
+``python -m bot.worker --check`` (docker-compose's healthcheck) exits 0 when that time is
+recent, 1 otherwise; it starts nothing and needs only REDIS_URL (or the local instance/).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask import Flask
 
 from . import notify
@@ -35,6 +41,7 @@ from .paging import BATCH, Pager, PagingSettings, consume
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 50  # batches of one job per tick
+HEARTBEAT = "worker:heartbeat"  # unix time of the last completed tick, any worker
 
 
 @dataclass
@@ -114,6 +121,7 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             done = tick(app)
+            app.extensions["triage"].store.r.set(HEARTBEAT, f"{time.time():.0f}")
             if any(done.values()):
                 log.info("worker: %s", done)
         except Exception:  # keep the worker alive; the next tick tries again
@@ -122,7 +130,34 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
     log.info("worker stopped")
 
 
+def check(max_age: float | None = None, now: float | None = None) -> tuple[bool, str]:
+    """Is a worker ticking? Reads ``worker:heartbeat`` only (no app, no embedded Redis
+    started). Too old: more than 4 ticks, and at least 60 s, ago."""
+    from pathlib import Path
+
+    from . import config
+
+    settings = config.from_environment()
+    url = settings["REDIS_URL"] or f"unix://{Path(settings['INSTANCE_PATH']) / 'redis.sock'}"
+    limit = max_age or max(60, 4 * settings["WORKER_TICK_SECONDS"])
+    try:
+        raw = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3).get(
+            HEARTBEAT)
+    except (redis.RedisError, OSError) as exc:
+        return False, f"worker check: Redis does not answer ({exc.__class__.__name__})"
+    if raw is None:
+        return False, f"worker check: no heartbeat yet ({HEARTBEAT} is not set)"
+    age = (time.time() if now is None else now) - float(raw)
+    if age > limit:
+        return False, f"worker check: last tick {age:.0f} s ago (more than {limit:.0f} s)"
+    return True, f"worker check: last tick {age:.0f} s ago"
+
+
 def main() -> None:
+    if "--check" in sys.argv[1:]:
+        ok, message = check()
+        print(message)
+        sys.exit(0 if ok else 1)
     from . import create_app
 
     app = create_app()
