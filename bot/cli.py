@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -124,6 +125,10 @@ def sweep() -> None:
     click.echo(f"{len(written)} abandoned checklist(s) recorded")
 
 
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 @click.command("serve")
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -132,6 +137,10 @@ def sweep() -> None:
 def serve(host: str, port: int, no_worker: bool) -> None:
     """Run the whole service locally (web + worker)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # SIGTERM and a closed terminal (SIGHUP) end the service like Ctrl-C: a normal exit, so
+    # the embedded redis-server is stopped at once (its guard would stop it anyway).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     if not no_worker:
         from .worker import run_forever
 
