@@ -10,7 +10,11 @@ cookie). So a session can be ended on the server:
   password hash it signed in with, and ``auth.require_login`` ends a session whose user's
   hash has changed (``flask create-user NAME --replace``), deleting it;
 * a signed-in session expires ``DASHBOARD_SESSION_HOURS`` after sign-in (absolute, not
-  sliding); a session without a user (the sign-in page's CSRF token) after an hour.
+  sliding).
+
+Before sign-in the session holds only the sign-in form's CSRF token; that is kept in the
+cookie itself (signed with SECRET_KEY, ``a.`` prefix, 12 hours at most), so traffic from
+strangers never writes to Redis.
 
 ``triage:websession:user:<username>`` (a set of the session keys of that user) lets
 ``revoke_user`` end them all at once. Everything is under the one prefix
@@ -30,13 +34,15 @@ import redis
 from flask import Flask, Request, Response, current_app
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import CallbackDict
 
 log = logging.getLogger(__name__)
 
 PREFIX = "triage:websession:"
 USER_INDEX = PREFIX + "user:"
-ANONYMOUS_SECONDS = 3600
+ANONYMOUS_SECONDS = 12 * 3600  # the sign-in page's CSRF token: a page left open all night
+ANONYMOUS_PREFIX = "a."
 _SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -64,6 +70,7 @@ class RedisSession(CallbackDict, SessionMixin):  # type: ignore[misc]
         self.rotate = False
         self.ended = False
         self.signed_out_user: str | None = None
+        self.had_cookie = False
 
     def regenerate(self) -> None:
         """Start a new id at the next save (sign-in); the old one is deleted."""
@@ -85,8 +92,23 @@ def _redis() -> redis.Redis:
 class RedisSessionInterface(SessionInterface):
     serializer = TaggedJSONSerializer()
 
+    def _signer(self, app: Flask) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(app.secret_key or "", salt="triage-anonymous-session",
+                                      serializer=self.serializer)
+
     def open_session(self, app: Flask, request: Request) -> RedisSession:
         sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and sid.startswith(ANONYMOUS_PREFIX):
+            try:
+                data = self._signer(app).loads(sid[len(ANONYMOUS_PREFIX):],
+                                               max_age=ANONYMOUS_SECONDS)
+            except BadSignature:
+                return RedisSession()
+            if not isinstance(data, dict) or data.get("user"):
+                return RedisSession()  # a signed-in session is never client-side
+            session = RedisSession(data)
+            session.had_cookie = True
+            return session
         if not sid or not _SID_RE.match(sid):
             return RedisSession()
         try:
@@ -133,8 +155,23 @@ class RedisSessionInterface(SessionInterface):
             response.delete_cookie(name, domain=domain, path=path, secure=secure,
                                    httponly=True, samesite=self.get_cookie_samesite(app))
             return
-        if not session:
-            return  # nothing to keep and nothing kept: no cookie, no key
+        if not session.get("user"):
+            # Not signed in: nothing in Redis; the little there is (the CSRF token) goes in a
+            # signed cookie. A server-side id that lost its user is deleted.
+            if old_key:
+                r.delete(old_key)
+            if not session:
+                if session.had_cookie or session.sid:
+                    response.delete_cookie(name, domain=domain, path=path, secure=secure,
+                                           httponly=True,
+                                           samesite=self.get_cookie_samesite(app))
+                return
+            value = ANONYMOUS_PREFIX + self._signer(app).dumps(dict(session))
+            response.set_cookie(name, value, domain=domain, path=path, secure=secure,
+                                httponly=True, samesite=self.get_cookie_samesite(app))
+            response.vary.add("Cookie")
+            session.sid = None
+            return
         sid = session.sid
         if sid is None or session.rotate:
             sid = secrets.token_urlsafe(32)
