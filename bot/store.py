@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -197,6 +198,13 @@ def embedded_redis_url(instance_path: str) -> str:
     """
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
+    # One process at a time decides whether to share, replace or start the server.
+    with (folder / "redis.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _embedded_redis_url(folder)
+
+
+def _embedded_redis_url(folder: Path) -> str:
     sock = folder / "redis.sock"
     url = f"unix://{sock}"
     owner = _read_owner(folder)
