@@ -7,6 +7,9 @@ would repeat the previous page's URL (a search, a patient's page)."""
 
 bind = "0.0.0.0:8000"
 workers = 3
+# No runtime control socket (gunicorn >= 24 opens one under ~/.gunicorn): one less local
+# channel into the service; restart the container to change anything.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 # remote address, time, request line (masked), status, bytes, duration in ms, user agent
