@@ -53,14 +53,16 @@ def check_production(settings: dict[str, Any]) -> None:
     """Refuse to run a production service that would tell patients "the number your team
     gave you" or page nobody. Raises StartupRefused naming every missing or malformed
     setting, in one line."""
-    missing = [k for k in PRODUCTION_REQUIRED if not str(settings.get(k) or "").strip()]
+    on_call = [n.strip() for n in str(settings.get("ON_CALL_NUMBERS") or "").split(",")
+               if n.strip()]  # as bot.paging reads it: empty entries are skipped
+    missing = [k for k in PRODUCTION_REQUIRED if not str(settings.get(k) or "").strip()
+               or (k == "ON_CALL_NUMBERS" and not on_call)]
     bad: list[str] = []
     for key in ("ONCOLOGY_LINE_NUMBER", "CARE_TEAM_NUMBER"):
         value = str(settings.get(key) or "").strip()
         if value and not _SPOKEN_NUMBER_RE.match(value):
             bad.append(f"{key} (not a phone number)")
-    on_call = [n.strip() for n in str(settings.get("ON_CALL_NUMBERS") or "").split(",")]
-    if any(on_call) and not all(_E164_RE.match(n) for n in on_call):
+    if not all(_E164_RE.match(n) for n in on_call):
         bad.append("ON_CALL_NUMBERS (comma-separated numbers like +15551234567)")
     if missing or bad:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (

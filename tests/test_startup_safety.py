@@ -66,8 +66,15 @@ def test_production_is_what_a_redis_url_means_unless_app_env_says(redis_url: str
     assert app.config["APP_ENV"] == "production"
 
 
+def test_on_call_numbers_are_read_as_paging_reads_them(redis_url: str, tmp_path: Path) -> None:
+    config.check_production(production(redis_url, tmp_path,
+                                       ON_CALL_NUMBERS=" +15550001111, +447700900123 ,"))
+    with pytest.raises(StartupRefused, match="missing ON_CALL_NUMBERS"):
+        config.check_production(production(redis_url, tmp_path, ON_CALL_NUMBERS=" , ,"))
+
+
 @pytest.mark.parametrize("key,value", [("ON_CALL_NUMBERS", "555-1234"),
-                                       ("ON_CALL_NUMBERS", "+15550001111,,"),
+                                       ("ON_CALL_NUMBERS", "+15550001111, 5551234"),
                                        ("ONCOLOGY_LINE_NUMBER", "call the ward"),
                                        ("CARE_TEAM_NUMBER", "x")])
 def test_production_refuses_malformed_numbers(redis_url: str, tmp_path: Path, key: str,
