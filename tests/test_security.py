@@ -19,7 +19,7 @@ import pytest
 import redis as redis_lib
 from twilio.request_validator import RequestValidator
 
-from bot import create_app, users
+from bot import audit, create_app, users
 from bot.dashboard import sessions, throttle
 from bot.dashboard.security import safe_next
 from conftest import API_TOKEN, BASE_URL, Phone, settings, sign
@@ -128,6 +128,8 @@ def test_per_address_limit_across_usernames(nina: Any) -> None:
         assert login(client, name, "wrong-password!", addr="10.9.9.9").status_code == 401
     resp = login(client, "nina", addr="10.9.9.9")  # even the right password
     assert resp.status_code == 429
+    refusals = [e["detail"] for e in audit.entries(r(nina), action="login_failed")]
+    assert refusals[0] == "refused: too many failures from this address"
     assert login(nina.test_client(), "nina", addr="10.9.9.10").status_code == 303
 
 
@@ -173,6 +175,20 @@ def test_proxy_hops_give_the_real_client_address(nina: Any, redis_url: str,
     other = {"X-Forwarded-For": "203.0.113.9"}
     assert login(behind.test_client(), "nina", addr="127.0.0.1", headers=other
                  ).status_code == 303
+
+
+def test_behind_a_tls_proxy_twilio_signatures_match_without_public_base_url(
+        redis_url: str, tmp_path: Path) -> None:
+    """Twilio signs the https URL it called; the proxy forwards plain http. With the proxy
+    counted, the webhook sees the https URL Twilio signed."""
+    form = {"From": "+15550007777", "Body": "hello", "MessageSid": "SM" + uuid.uuid4().hex}
+    signature = sign("https://localhost/sms", form)
+    headers = {"X-Twilio-Signature": signature, "X-Forwarded-Proto": "https",
+               "X-Forwarded-For": "54.172.60.1"}
+    for hops, expected in ((0, 403), (1, 200)):
+        app = create_app(settings(redis_url, tmp_path, PUBLIC_BASE_URL="", PROXY_FIX_HOPS=hops))
+        resp = app.test_client().post("/sms", data=form, headers=headers)
+        assert resp.status_code == expected, hops
 
 
 def test_without_configured_proxy_forwarded_headers_are_ignored(nina: Any) -> None:
