@@ -1,10 +1,19 @@
-"""gunicorn settings (docker-compose's web service). Access and error logs go through the same
-phone-masking filter as the app's own logs: dashboard URLs can hold a patient's number."""
+"""gunicorn settings (docker-compose's web service).
+
+No patient data in the logs: access and error lines go through the same masking as the app's
+own logs (``bot.MaskPhones``: phone numbers in any encoding, query-string values such as a
+dashboard search ``q=...`` redacted), and the access format leaves out the Referer, which
+would repeat the previous page's URL (a search, a patient's page)."""
 
 bind = "0.0.0.0:8000"
 workers = 3
+# No runtime control socket (gunicorn >= 24 opens one under ~/.gunicorn): one less local
+# channel into the service; restart the container to change anything.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
+# remote address, time, request line (masked), status, bytes, duration in ms, user agent
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

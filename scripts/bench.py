@@ -83,7 +83,7 @@ def run(redis_url: str, folder: str) -> None:
     print(f"machine: attach+detach a saved state {attach_us:.0f} us; a new Machine per "
           f"message would cost {build_us:.0f} us")
 
-    app = create_app({"REDIS_URL": redis_url, "INSTANCE_PATH": folder,
+    app = create_app({"REDIS_URL": redis_url, "INSTANCE_PATH": folder, "APP_ENV": "local",
                       "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "SECRET_KEY": "bench",
                       "CARE_TEAM_API_TOKEN": "bench", "PUBLIC_BASE_URL": BASE_URL,
                       "LOG_LEVEL": "WARNING"})

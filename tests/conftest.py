@@ -79,6 +79,9 @@ def settings(redis_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
         "PUBLIC_BASE_URL": BASE_URL,
         "ONCOLOGY_LINE_NUMBER": ONCOLOGY_LINE,
         "CARE_TEAM_NUMBER": CARE_TEAM,
+        # The tests' own Redis is not production: no ON_CALL_NUMBERS needed unless a test
+        # sets them (tests/test_startup_safety.py covers the production refusal).
+        "APP_ENV": "local",
         "TESTING": True,
         **extra,
     }

@@ -25,7 +25,9 @@ from conftest import (
     API_TOKEN,
     AUTH_TOKEN,
     BASE_URL,
+    CARE_TEAM,
     ON_CALL,
+    ONCOLOGY_LINE,
     WORKER_SETTINGS,
     esc,
     records,
@@ -75,6 +77,7 @@ def test_python_m_bot_worker_pages_to_the_console_and_exits_on_sigterm(
     env = {**os.environ, "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path / "w"),
            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CARE_TEAM_API_TOKEN": API_TOKEN,
            "SECRET_KEY": "test-secret-key", "PUBLIC_BASE_URL": BASE_URL,
+           "ONCOLOGY_LINE_NUMBER": ONCOLOGY_LINE, "CARE_TEAM_NUMBER": CARE_TEAM,
            "ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
            "TWILIO_ACCOUNT_SID": "", "TWILIO_FROM_NUMBER": "", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,
