@@ -100,7 +100,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from flask import redirect, url_for
     from flask_wtf.csrf import CSRFProtect
 
-    from . import api, cli, dashboard, webhook
+    from . import api, cli, dashboard, twilio_callbacks, webhook
 
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
@@ -110,6 +110,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
     csrf.exempt(webhook.bp)
     csrf.exempt(api.bp)
+    twilio_callbacks.register(app)  # delivery receipts, voice escalation (signed, no CSRF)
     app.add_url_rule("/", "index", lambda: redirect(url_for("dashboard.queue")))
     cli.register(app)
     return app
