@@ -85,7 +85,7 @@ def sms_status(rid: str, rcpt: str) -> Response:
         abort(404)
     shown = result["status"]
     if result["changed"] and shown in (notify.DELIVERED, *notify.NOT_DELIVERED):
-        what = "page" if result["role"] == notify.ON_CALL else "text to the patient"
+        what = "page" if result["role"] == notify.ON_CALL else "follow-up text"
         detail = f" (error {error})" if error and shown != notify.DELIVERED else ""
         add_event(store.r, rid, "sms_delivered" if shown == notify.DELIVERED else
                   "sms_not_delivered", WHO, f"{what} to {result['to']}: {shown}{detail}", now)

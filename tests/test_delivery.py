@@ -265,7 +265,7 @@ def test_follow_up_to_the_patient_is_tracked_on_its_record(app, console, phone, 
     [entry] = delivery(app, rec["id"]).values()
     assert entry["status"] == "undelivered"
     assert actions(app, rec["id"])[-1] == "sms_not_delivered"
-    assert "text to the patient" in escalations.events(
+    assert "follow-up text to +1" in escalations.events(
         app.extensions["triage"].store.r, rec["id"])[-1]["note"]
 
 

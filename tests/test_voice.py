@@ -454,3 +454,56 @@ def test_a_step_claimed_by_a_worker_killed_at_once_is_not_placed_again(app, cons
     assert esc(app, rid)["voice_step"] == "1"
     tick(app, at + STEP)
     assert console.numbers() == [ON_CALL[1]]
+
+
+def test_python_m_bot_worker_killed_and_restarted_calls_once(redis_url, tmp_path, app, phone):
+    """The real worker process with the console backend: it pages and calls (printed,
+    masked); SIGKILLed and started again, it does not call again for the same step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bot.config import ROOT
+    from conftest import API_TOKEN
+
+    rid, _t0 = emergency(app, phone)
+    env = {**os.environ, "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path / "w"),
+           "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CARE_TEAM_API_TOKEN": API_TOKEN,
+           "SECRET_KEY": "test-secret-key", "PUBLIC_BASE_URL": BASE_URL,
+           "ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
+           "VOICE_IF_UNDELIVERED_MINUTES": "0", "TWILIO_ACCOUNT_SID": "",
+           "TWILIO_FROM_NUMBER": "", "PYTHONUNBUFFERED": "1"}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and esc(app, rid).get("voice_status") != "calling":
+            time.sleep(0.1)
+        assert esc(app, rid).get("voice_status") == "calling"
+        first.send_signal(signal.SIGKILL)
+        out1, _ = first.communicate(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    second = start()
+    try:
+        time.sleep(3.5)  # three ticks of the restarted worker
+        second.send_signal(signal.SIGTERM)
+        out2, err2 = second.communicate(timeout=15)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.communicate()
+    assert second.returncode == 0, err2
+    assert out1.count("[call to ") == 1 and "[call to " not in out2
+    assert f"[call to {A}] This is the symptom triage service. Emergency escalation" in out1
+    assert f"[sms to {A}] EMERGENCY" in out1
+    assert ON_CALL[0] not in out1 + out2 and phone.number not in out1 + out2 + err2
+    assert [s["step"] for s in calls(app, rid)] == [1]
