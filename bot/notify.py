@@ -364,6 +364,16 @@ def delivery(r: redis.Redis, rid: str) -> list[dict[str, Any]]:
     return _summary(r.hgetall(delivery_key(rid)))
 
 
+def delivery_field(esc: dict[str, str]) -> list[dict[str, Any]]:
+    """The ``delivery`` field of an escalation hash (``escalations.details``), parsed: for a
+    page that already has the hash, without another Redis round trip."""
+    try:
+        value = json.loads(esc.get("delivery") or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
 class Outbox:
     """The backend plus the receipts: the worker's one way to send and to call."""
 

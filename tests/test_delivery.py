@@ -76,7 +76,7 @@ def callback(client: Any, url: str, sid: str, status: str, token: str = AUTH_TOK
 
 def delivery(app: Any, rid: str) -> dict[str, dict[str, Any]]:
     """The record's ``delivery`` field (what the dashboard reads), by masked number."""
-    return {e["to"]: e for e in json.loads(esc(app, rid).get("delivery") or "[]")}
+    return {e["to"]: e for e in notify.delivery_field(esc(app, rid))}
 
 
 def paged_urgent(app: Any, phone: Any, console: Console) -> tuple[str, float]:

@@ -350,6 +350,17 @@ def test_a_call_that_cannot_be_placed_moves_on_after_a_pause(app, phone, client)
     assert [d["to"] for d in backend.dialed] == [ON_CALL[0], ON_CALL[1]]
 
 
+def test_a_rota_without_sms_paging_still_calls(redis_url, tmp_path, app, phone):
+    rid, t0 = emergency(app, phone)
+    worker = make_app(redis_url, tmp_path, ON_CALL_NUMBERS="", ON_CALL_ROTA=THIRD)
+    backend = Console()
+    worker.extensions["sms"] = backend
+    tick(worker, t0 + 1)
+    assert backend.sent == [] and esc(worker, rid)["page_status"] == "not_paged"
+    tick(worker, t0 + 2 * MIN)
+    assert backend.numbers() == [THIRD]
+
+
 def test_without_a_rota_the_record_says_no_call_is_possible(redis_url, tmp_path, phone):
     from conftest import FakeBackend
 
