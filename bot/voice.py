@@ -16,10 +16,17 @@ The ladder, for every EMERGENCY record that pages (run by the worker, ``bot/work
    VOICE_STEP_TIMEOUT_SECONDS: the next number of the rota is called (cycling), up to
    VOICE_MAX_CALLS calls; then ``voice_status=exhausted`` (the SMS re-pages of the
    acknowledgement deadline go on). Acknowledged or resolved on the dashboard: no more calls.
+5. Two escalations never ring the same phone at once: a phone on another escalation's call is
+   skipped for the next one of the rota; when every rota phone is busy the call waits (looked
+   at again every 30 s, without using up a step), and the escalation that has waited longest
+   gets the next free phone.
 
 Every step is recorded. Kept in Redis:
 
 ``triage:voice:due``          sorted set  record id -> when the ladder is next looked at
+``triage:voice:waiting``      sorted set  record id -> since when it waits for a free phone
+``triage:voice:line:<rcpt>``  string      "<record id>/<step>" while that call holds the phone
+                                          (expires after VOICE_STEP_TIMEOUT + ring time)
 ``triage:esc:<id>``           hash        voice_status (watching | calling | acknowledged |
                                           stopped | exhausted | not_needed | not_possible),
                                           voice_step, voice_reason, voice_next_at
@@ -48,12 +55,13 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from . import audit
 from .escalations import OPEN, TransitionError, acknowledge, add_event, esc_key, status
 from .notify import NOT_DELIVERED, ON_CALL, Outbox, Receipts, SendError
-from .paging import LEASE_SECONDS, WORKER, claim_due, due_members, page_kind, record_time
+from .paging import BATCH, LEASE_SECONDS, WORKER, claim_due, due_members, page_kind, record_time
 from .store import Store, mask_phone
 
 log = logging.getLogger(__name__)
 
 VOICE_DUE = "triage:voice:due"
+VOICE_WAITING = "triage:voice:waiting"  # record id -> since when it waits for a free phone
 VOICE_TIERS = ("EMERGENCY",)
 WATCHING, CALLING, ACKNOWLEDGED, STOPPED, EXHAUSTED, NOT_NEEDED, NOT_POSSIBLE = (
     "watching", "calling", "acknowledged", "stopped", "exhausted", "not_needed", "not_possible")
@@ -64,11 +72,23 @@ CALL_OUTCOMES = {"completed": ("no_key", "answered, 1 not pressed"),
                  "failed": ("failed", "call failed"),
                  "canceled": ("canceled", "call canceled")}
 GATHER_SECONDS = 8
+LINE_WAIT_SECONDS = 30.0  # every rota phone is on another escalation call: look again then
+# Release a phone line only if this step still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 RID_RE = re.compile(r"^\d{1,20}-\d{1,10}$")
 
 
 def voice_key(rid: str) -> str:
     return f"triage:esc:{rid}:voice"
+
+
+def line_key(line_id: str) -> str:
+    """One rota phone (by its recipient id, not its number) while an escalation call to it is
+    under way: two escalations never ring the same phone at once."""
+    return f"triage:voice:line:{line_id}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,8 @@ def set_outcome(r: redis.Redis, rid: str, n: int, outcome: str, detail: str,
                     json.dumps({"outcome": outcome, "detail": detail, "at": now})):
         return False
     step = step_info(r, rid, n) or {}
+    if step.get("line"):
+        r.eval(_RELEASE, 1, step["line"], f"{rid}/{n}")
     add_event(r, rid, "voice_result", WORKER,
               f"call {n} to {step.get('to', '?')}: {detail}", now)
     r.zadd(VOICE_DUE, {rid: now}, xx=True)
@@ -241,18 +263,23 @@ class VoiceLadder:
         self.r.hsetnx(key, "voice_next_at", due)
         return True
 
-    def run_due(self, now: float) -> int:
-        """Look at every ladder that is due; returns the number of calls placed."""
+    def run_due(self, now: float, rounds: int = 50) -> int:
+        """Look at every ladder that is due (batch after batch: a burst of EMERGENCY records
+        is called in one tick); returns the number of calls placed."""
         placed = 0
-        for rid in due_members(self.r, VOICE_DUE, now):
-            if not claim_due(self.r, VOICE_DUE, rid, now, now + LEASE_SECONDS):
-                continue  # another worker has it
-            try:
-                if self.check(rid, now):
-                    placed += 1
-            except Exception:
-                log.exception("voice escalation %s failed unexpectedly; retried after the "
-                              "lease", rid)
+        for _ in range(rounds):
+            batch = due_members(self.r, VOICE_DUE, now, BATCH)
+            for rid in batch:
+                if not claim_due(self.r, VOICE_DUE, rid, now, now + LEASE_SECONDS):
+                    continue  # another worker has it
+                try:
+                    if self.check(rid, now):
+                        placed += 1
+                except Exception:
+                    log.exception("voice escalation %s failed unexpectedly; retried after "
+                                  "the lease", rid)
+            if len(batch) < BATCH:
+                break
         return placed
 
     def _schedule(self, rid: str, at: float) -> None:
@@ -261,6 +288,7 @@ class VoiceLadder:
 
     def _stop(self, rid: str, new_status: str) -> None:
         self.r.zrem(VOICE_DUE, rid)
+        self.r.zrem(VOICE_WAITING, rid)
         self.r.hset(esc_key(rid), mapping={"voice_status": new_status, "voice_next_at": ""})
 
     def check(self, rid: str, now: float) -> bool:
@@ -281,9 +309,11 @@ class VoiceLadder:
                 self._stop(rid, NOT_NEEDED)
             else:
                 self.r.zrem(VOICE_DUE, rid)
+                self.r.zrem(VOICE_WAITING, rid)
             return False
         if ladder in (EXHAUSTED, STOPPED, NOT_POSSIBLE, ACKNOWLEDGED, NOT_NEEDED):
             self.r.zrem(VOICE_DUE, rid)
+            self.r.zrem(VOICE_WAITING, rid)
             return False
         step = int(d.get("voice_step") or 0)
         if step == 0:
@@ -333,18 +363,69 @@ class VoiceLadder:
         base = f"{self.s.base_url}/twilio/voice/{rid}/{n}"
         return f"{base}/status", f"{base}/gather"
 
+    def _claimed(self, rid: str, n: int, now: float) -> bool:
+        """Step n was claimed already, by a worker that stopped before recording more: never
+        call twice; wait for the step's outcome or its timeout."""
+        claimed = step_info(self.r, rid, n)
+        if claimed is None:
+            return False
+        self.r.hset(esc_key(rid), mapping={"voice_step": n, "voice_status": CALLING})
+        self._schedule(rid, float(claimed.get("at") or now) + self.s.step_timeout)
+        return True
+
+    def _older_waiter(self, rid: str, now: float) -> str | None:
+        """An open escalation that has waited longer than this one for a free phone: it goes
+        first (one unanswered escalation must not keep the only phone from another)."""
+        mine = self.r.zscore(VOICE_WAITING, rid)
+        for other, _since in self.r.zrangebyscore(VOICE_WAITING, "-inf",
+                                                  "+inf" if mine is None else f"({mine}",
+                                                  withscores=True):
+            if other == rid:
+                continue
+            if status(self.r, other) != OPEN:
+                self.r.zrem(VOICE_WAITING, other)
+                continue
+            self.r.zadd(VOICE_DUE, {other: now}, xx=True)
+            return other
+        return None
+
+    def _free_line(self, rid: str, n: int) -> tuple[int, str, list[str]] | None:
+        """The rota index (0-based) and line key of the phone step n calls: the one after the
+        previous step's, skipping phones that are on another escalation's call right now."""
+        rota = self.s.rota
+        before = step_info(self.r, rid, n - 1) if n > 1 else None
+        start = int(before.get("rota_index") or 0) % len(rota) if before else 0
+        token = f"{rid}/{n}"
+        hold = int(self.s.step_timeout + self.s.ring_seconds)
+        busy: list[str] = []
+        for k in range(len(rota)):
+            index = (start + k) % len(rota)
+            line = line_key(self.receipts.recipient(rota[index]))
+            if self.r.set(line, token, nx=True, ex=hold) or self.r.get(line) == token:
+                return index, line, busy
+            busy.append(mask_phone(rota[index]))
+        return None
+
     def _place(self, rid: str, rec: dict[str, Any], n: int, reason: str, now: float) -> bool:
         key, vkey = esc_key(rid), voice_key(rid)
-        index = (n - 1) % len(self.s.rota)
+        if self._claimed(rid, n, now):
+            return False
+        waiter = self._older_waiter(rid, now)
+        free = None if waiter else self._free_line(rid, n)
+        if free is None:
+            self.r.zadd(VOICE_WAITING, {rid: now}, nx=True)
+            log.info("escalation %s: call %s waits %.0f s for a free rota phone%s", rid, n,
+                     LINE_WAIT_SECONDS, f" (after {waiter})" if waiter else "")
+            self._schedule(rid, now + LINE_WAIT_SECONDS)
+            return False
+        self.r.zrem(VOICE_WAITING, rid)
+        index, line, busy = free
         number = self.s.rota[index]
         step: dict[str, Any] = {"n": n, "to": mask_phone(number), "rota_index": index + 1,
-                                "state": "placing", "at": now, "reason": reason}
+                                "state": "placing", "at": now, "reason": reason, "line": line}
         if not self.r.hsetnx(vkey, str(n), json.dumps(step)):
-            # Claimed already, by a worker that stopped before recording it: never call twice;
-            # wait for the step's outcome or its timeout.
-            claimed = step_info(self.r, rid, n) or step
-            self.r.hset(key, mapping={"voice_step": n, "voice_status": CALLING})
-            self._schedule(rid, float(claimed.get("at") or now) + self.s.step_timeout)
+            self.r.eval(_RELEASE, 1, line, f"{rid}/{n}")
+            self._claimed(rid, n, now)
             return False
         self.r.hset(key, mapping={"voice_step": n, "voice_status": CALLING})
         status_url, gather_url = self._urls(rid, n)
@@ -362,9 +443,10 @@ class VoiceLadder:
             return False
         step.update(state="placed", sid=sid)
         self.r.hset(vkey, str(n), json.dumps(step))
+        skipped = f"; {', '.join(busy)} on another escalation call" if busy else ""
         add_event(self.r, rid, "voice_call", WORKER,
                   f"call {n} of at most {self.s.max_calls} to {step['to']} (rota number "
-                  f"{index + 1}): {reason}", now)
+                  f"{index + 1}{skipped}): {reason}", now)
         self._schedule(rid, now + self.s.step_timeout)
         log.warning("escalation %s: voice call %s placed (%s)", rid, n, reason)
         return True

@@ -307,6 +307,49 @@ def test_acknowledged_on_the_dashboard_during_the_ladder_stops_it(app, console, 
     assert esc(app, rid)["acknowledged_by"] == "nurse.kim"
 
 
+def test_two_escalations_never_ring_the_same_phone_at_once(app, console, new_phone, client):
+    first, second = new_phone(), new_phone()
+    rid1, t0 = emergency(app, first)
+    second.send("she had a seizure")
+    rid2 = records(app)[0]["id"]
+    assert rid2 != rid1
+    tick(app, t0 + 1)
+    tick(app, t0 + 2 * MIN)
+    # the first rota phone is on the first escalation's call: the second rings the next one
+    by_rid = {d["url"].split("/")[-3]: d for d in console.dialed}
+    assert {rid: d["to"] for rid, d in by_rid.items()} == {rid1: ON_CALL[0], rid2: ON_CALL[1]}
+    [note] = [e["note"] for e in escalations.events(r(app), rid2) if e["action"] == "voice_call"]
+    assert f"{A} on another escalation call" in note
+    # A presses 1 for the first; B does not answer the second: the next free phone is C
+    press(client, by_rid[rid1], "1")
+    call_status(client, by_rid[rid2], "no-answer")
+    tick(app, t0 + 2 * MIN + 15)
+    assert [s["to"] for s in calls(app, rid2)] == [B, C]
+
+
+def test_with_one_rota_phone_the_second_escalation_waits_for_the_line(redis_url, tmp_path, app,
+                                                                       new_phone, client):
+    first, second = new_phone(), new_phone()
+    rid1, t0 = emergency(app, first)
+    second.send("she had a seizure")
+    rid2 = records(app)[0]["id"]
+    worker = make_app(redis_url, tmp_path, ON_CALL_ROTA=ON_CALL[0])
+    backend = Console()
+    worker.extensions["sms"] = backend
+    tick(worker, t0 + 1)
+    tick(worker, t0 + 2 * MIN)
+    assert backend.numbers() == [ON_CALL[0]]
+    waiting = rid2 if backend.dialed[0]["url"].split("/")[-3] == rid1 else rid1
+    assert calls(worker, waiting) == []  # no step used up while it waits
+    tick(worker, t0 + 2 * MIN + 30)
+    assert len(backend.dialed) == 1  # the line is still busy
+    call_status(client, backend.dialed[0], "completed")  # that call ends: the line is free
+    tick(worker, t0 + 2 * MIN + 60)
+    assert backend.numbers() == [ON_CALL[0], ON_CALL[0]]
+    assert backend.dialed[1]["url"].split("/")[-3] == waiting
+    assert [s["step"] for s in calls(worker, waiting)] == [1]
+
+
 def test_voice_callbacks_must_be_signed(app, console, phone, client):
     rid, t0 = emergency(app, phone)
     tick(app, t0 + 1)
