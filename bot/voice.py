@@ -373,7 +373,7 @@ class VoiceLadder:
         self._schedule(rid, float(claimed.get("at") or now) + self.s.step_timeout)
         return True
 
-    def _older_waiter(self, rid: str, now: float) -> str | None:
+    def _older_waiter(self, rid: str) -> str | None:
         """An open escalation that has waited longer than this one for a free phone: it goes
         first (one unanswered escalation must not keep the only phone from another)."""
         mine = self.r.zscore(VOICE_WAITING, rid)
@@ -385,7 +385,6 @@ class VoiceLadder:
             if status(self.r, other) != OPEN:
                 self.r.zrem(VOICE_WAITING, other)
                 continue
-            self.r.zadd(VOICE_DUE, {other: now}, xx=True)
             return other
         return None
 
@@ -410,8 +409,12 @@ class VoiceLadder:
         key, vkey = esc_key(rid), voice_key(rid)
         if self._claimed(rid, n, now):
             return False
-        waiter = self._older_waiter(rid, now)
-        free = None if waiter else self._free_line(rid, n)
+        free = self._free_line(rid, n)
+        waiter = self._older_waiter(rid) if free else None
+        if free and waiter:  # the free phone is the longest-waiting escalation's
+            self.r.eval(_RELEASE, 1, free[1], f"{rid}/{n}")
+            self.r.zadd(VOICE_DUE, {waiter: now}, xx=True)
+            free = None
         if free is None:
             self.r.zadd(VOICE_WAITING, {rid: now}, nx=True)
             log.info("escalation %s: call %s waits %.0f s for a free rota phone%s", rid, n,

@@ -561,3 +561,22 @@ def test_python_m_bot_worker_killed_and_restarted_calls_once(redis_url, tmp_path
     assert f"[sms to {A}] EMERGENCY" in out1
     assert ON_CALL[0] not in out1 + out2 and phone.number not in out1 + out2 + err2
     assert [s["step"] for s in calls(app, rid)] == [1]
+
+
+def test_a_burst_of_emergencies_is_looked_at_in_one_tick(app, console):
+    from bot.voice import VOICE_WAITING
+
+    store = app.extensions["triage"].store
+    t0 = float(int(__import__("time").time()))
+    created = __import__("time").strftime("%Y-%m-%dT%H:%M:%SZ", __import__("time").gmtime(t0))
+    for i in range(150):
+        store.append_record({"phone": f"+1555000{i:04d}", "flow": "red_flag",
+                             "tier": "EMERGENCY", "reasons": ["can't breathe"],
+                             "kind": "red_flag", "conversation_id": f"c{i}",
+                             "created_at": created})
+    assert tick(app, t0)["pages"] == 150
+    assert tick(app, t0 + 2 * MIN)["calls"] == 3  # one call per rota phone, at once
+    assert len({d["to"] for d in console.dialed}) == 3
+    # every other ladder was looked at in the same tick and waits for a free phone
+    assert r(app).zcard(VOICE_WAITING) == 147
+    assert r(app).zcount(VOICE_DUE, "-inf", t0 + 2 * MIN) == 0
