@@ -267,6 +267,21 @@ def test_no_result_at_all_times_out_to_the_next_number(app, console, phone):
     assert "no result from the call within 180 s" in calls(app, rid)[0]["detail"]
 
 
+def test_a_late_1_from_an_earlier_call_still_acknowledges(app, console, phone, client):
+    rid, t0 = emergency(app, phone)
+    tick(app, t0 + 1)
+    tick(app, t0 + 2 * MIN)
+    tick(app, t0 + 2 * MIN + STEP)  # call 1 timed out: call 2 rings B
+    assert console.numbers() == [ON_CALL[0], ON_CALL[1]]
+    resp = press(client, console.dialed[0], "1")  # A's key press arrives after all
+    assert "Acknowledged" in resp.get_data(as_text=True)
+    assert esc(app, rid)["acknowledged_by"] == f"voice {A}"
+    call_status(client, console.dialed[1], "no-answer")
+    tick(app, t0 + 2 * MIN + STEP + 15)
+    assert len(console.dialed) == 2 and esc(app, rid)["voice_status"] == "acknowledged"
+    assert calls(app, rid)[0]["outcome"] == "timeout"  # the first outcome of a step stays
+
+
 def test_the_rota_cycles_and_stops_at_the_bound(app, console, phone, client):
     rid, t0 = emergency(app, phone)
     tick(app, t0 + 1)
