@@ -301,7 +301,7 @@ class VoiceLadder:
         current = status(self.r, rid)
         if current != OPEN:
             if ladder == CALLING:
-                by = d.get("acknowledged_by") or d.get("resolved_by") or "?"
+                by = d.get("resolved_by" if current == "resolved" else "acknowledged_by") or "?"
                 self._stop(rid, STOPPED)
                 add_event(self.r, rid, "voice_stopped", WORKER,
                           f"escalation {current} by {by}: no further calls", now)
