@@ -259,7 +259,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from flask import redirect, url_for
     from flask_wtf.csrf import CSRFProtect
 
-    from . import api, cli, dashboard, webhook
+    from . import api, cli, dashboard, twilio_callbacks, webhook
     from .dashboard import security
 
     # First: proxy headers, the request size cap (before anything reads a body, Twilio's
@@ -273,6 +273,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
     csrf.exempt(webhook.bp)
     csrf.exempt(api.bp)
+    twilio_callbacks.register(app)  # delivery receipts, voice escalation (signed, no CSRF)
     app.add_url_rule("/", "index", lambda: redirect(url_for("dashboard.queue")))
     cli.register(app)
     return app

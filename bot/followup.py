@@ -144,7 +144,7 @@ class FollowUps:
         key = esc_key(rid)
         attempts = int(self.r.hget(key, "follow_up_attempts") or 0) + 1
         try:
-            text_patient(self.r, self.backend, phone, text, now)
+            text_patient(self.r, self.backend, phone, text, now, record_id=rid)
         except SendError as exc:
             error = str(exc)[:300]
             if attempts < self.max_attempts:

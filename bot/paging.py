@@ -9,9 +9,11 @@
   record, whatever its kind; an abandoned checklist whose tier is SOON or higher ("incomplete
   triage"). ROUTINE and completed SOON records do not page.
 * A page goes to every ON_CALL_NUMBERS number: tier, checklist, the first reason and the
-  dashboard link; never the patient's number. Retries back off exponentially
-  (PAGE_RETRY_SECONDS x 2^n, PAGE_MAX_ATTEMPTS attempts). All state is in Redis, so a restarted
-  worker resumes where the last one stopped:
+  dashboard link; never the patient's number. Each text carries a StatusCallback, so the
+  escalation shows per number whether it was delivered (``notify.Receipts``); an EMERGENCY
+  page not delivered or not acknowledged in time becomes a phone call (``voice.py``). Retries
+  back off exponentially (PAGE_RETRY_SECONDS x 2^n, PAGE_MAX_ATTEMPTS attempts). All state is
+  in Redis, so a restarted worker resumes where the last one stopped:
 
   ``triage:pages:due``       sorted set  record id -> time of the next attempt
   ``triage:pages:deadline``  sorted set  record id -> acknowledgement deadline (EMERGENCY/URGENT)
@@ -38,7 +40,7 @@ from typing import Any
 import redis
 
 from .escalations import OPEN, add_event, esc_key, status
-from .notify import SendError, SmsBackend, scrub
+from .notify import ON_CALL, Outbox, SendError, scrub
 from .sms import segments, to_gsm7
 from .store import RECORDS, Store, mask_phone
 
@@ -222,10 +224,10 @@ def page_text(rid: str, rec: dict[str, Any], base_url: str, *, kind: str = "new"
 # --------------------------------------------------------------------------- paging state
 
 class Pager:
-    def __init__(self, store: Store, backend: SmsBackend, settings: PagingSettings):
+    def __init__(self, store: Store, outbox: Outbox, settings: PagingSettings):
         self.store = store
         self.r = store.r
-        self.backend = backend
+        self.outbox = outbox
         self.s = settings
 
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
@@ -295,7 +297,7 @@ class Pager:
             if number in delivered:
                 continue
             try:
-                self.backend.send(number, body)
+                self.outbox.send_tracked(rid, number, body, ON_CALL, now)
                 delivered.append(number)
             except SendError as exc:
                 errors.append(f"{mask_phone(number)}: {exc}")

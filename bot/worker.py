@@ -8,7 +8,12 @@ Every WORKER_TICK_SECONDS one ``tick(app, now)``:
    acknowledgement deadlines, SOON follow-ups, and links follow-up answers to their record;
 3. re-pages escalations not acknowledged by their deadline (overdue);
 4. sends pages that are due (first attempts and retries with backoff);
-5. sends follow-ups that are due.
+5. escalates EMERGENCY pages not delivered or not acknowledged in time to voice calls, down
+   the rota (``voice.py``);
+6. sends follow-ups that are due.
+
+Pages and follow-ups carry a StatusCallback (``notify.Receipts``); Twilio's signed callbacks
+are handled by the web app (``twilio_callbacks.py``), which only records what they say.
 
 Everything that depends on time takes ``now`` (tests use a fake clock); all state is in Redis,
 so several workers may run and a restarted one resumes. Run it with ``python -m bot.worker``
@@ -38,6 +43,7 @@ from flask import Flask
 from . import notify
 from .followup import FollowUps
 from .paging import BATCH, Pager, PagingSettings, consume
+from .voice import VoiceLadder, VoiceSettings
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 50  # batches of one job per tick
@@ -48,6 +54,7 @@ HEARTBEAT = "worker:heartbeat"  # unix time of the last completed tick, any work
 class Runtime:
     pager: Pager
     follow_ups: FollowUps
+    voice: VoiceLadder
     consumer: str
     claim_idle_ms: int
 
@@ -59,12 +66,16 @@ def runtime(app: Flask) -> Runtime:
         service = app.extensions["triage"]
         backend = notify.backend_for(app)
         settings = PagingSettings.from_config(app.config)
+        voice = VoiceSettings.from_config(app.config)
+        outbox = notify.Outbox(backend, notify.Receipts(service.store.r, settings.base_url,
+                                                        app.config["SECRET_KEY"]))
         rt = Runtime(
-            pager=Pager(service.store, backend, settings),
-            follow_ups=FollowUps(service, backend,
+            pager=Pager(service.store, outbox, settings),
+            follow_ups=FollowUps(service, outbox,
                                  after_seconds=app.config["FOLLOW_UP_AFTER_MINUTES"] * 60,
                                  max_attempts=settings.max_attempts,
                                  retry_base=settings.retry_base),
+            voice=VoiceLadder(service.store, outbox, voice),
             consumer=app.config.get("WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}",
             claim_idle_ms=60_000,
         )
@@ -72,6 +83,13 @@ def runtime(app: Flask) -> Runtime:
         if not settings.on_call:
             log.warning("ON_CALL_NUMBERS is empty: EMERGENCY and URGENT outcomes will NOT be "
                         "paged (they are marked not_paged on the dashboard)")
+        if not voice.rota:
+            log.warning("no ON_CALL_ROTA or ON_CALL_NUMBERS: an EMERGENCY page nobody sees "
+                        "cannot be escalated to a phone call")
+        if not settings.base_url:
+            log.warning("PUBLIC_BASE_URL is unset: no delivery receipts (every EMERGENCY page "
+                        "counts as undelivered and is followed by a call) and calls cannot be "
+                        "acknowledged by pressing 1")
     return rt
 
 
@@ -79,6 +97,7 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     """What one new triage record starts."""
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
+    rt.voice.on_record(rid, rec, now)
     if origin and kind is None and rec.get("kind") == "abandoned":
         # No complete reply to a re-check after a worrying answer: rule 5, alert the team.
         rt.pager.start_page(origin, "no_follow_up_reply", now,
@@ -108,9 +127,10 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
                                       count=BATCH, claim_idle_ms=rt.claim_idle_ms))
     overdue = _drain(lambda: rt.pager.repage_overdue(now))
     paged = _drain(lambda: rt.pager.send_due(now))
+    calls = rt.voice.run_due(now)
     followed = _drain(lambda: rt.follow_ups.send_due(now))
     return {"abandoned": len(abandoned), "records": consumed, "overdue": overdue,
-            "pages": paged, "follow_ups": followed}
+            "pages": paged, "calls": calls, "follow_ups": followed}
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None) -> None:

@@ -158,8 +158,9 @@ WORKER_SETTINGS = {"ON_CALL_NUMBERS": ",".join(ON_CALL)}
 
 
 class FakeBackend:
-    """Outbound SMS in memory (not the store: Redis is always real). ``fail_calls`` send()
-    calls fail first (all of them, if None)."""
+    """Outbound SMS (and voice calls) in memory (not the store: Redis is always real).
+    ``fail_calls`` send() calls fail first (all of them, if None). ``callbacks`` holds the
+    StatusCallback URL of every text sent, ``dialed`` every call placed (to, twiml, url)."""
 
     name = "fake"
 
@@ -170,13 +171,21 @@ class FakeBackend:
         self.fail_calls = fail_calls
         self.calls = 0
         self.sent: list[tuple[str, str]] = []
+        self.callbacks: list[str | None] = []
+        self.dialed: list[tuple[str, str, str | None]] = []
 
-    def send(self, to: str, body: str) -> str:
+    def send(self, to: str, body: str, status_callback: str | None = None) -> str:
         self.calls += 1
         if self.fail_calls is None or self.calls <= self.fail_calls:
             raise self._error("carrier refused the message (error 30003)")
         self.sent.append((to, body))
+        self.callbacks.append(status_callback)
         return f"SM{self.calls}"
+
+    def call(self, to: str, twiml: str, status_callback: str | None = None,
+             ring_seconds: int = 30) -> str:
+        self.dialed.append((to, twiml, status_callback))
+        return f"CA{len(self.dialed)}"
 
     def to(self, number: str) -> list[str]:
         return [body for n, body in self.sent if n == number]
