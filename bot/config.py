@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLINIC_TIMEZONE = "America/New_York"
 
 
 def _int(name: str, default: int) -> int:
@@ -18,6 +20,17 @@ def _int(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError as exc:  # a typo in a setting must fail loudly at start-up
         raise RuntimeError(f"setting {name} must be a whole number, got {raw!r}") from exc
+
+
+def clinic_zone(name: str | None) -> ZoneInfo:
+    """The clinic's time zone; an unknown name stops the service at start-up (a nurse must
+    never read a time in a zone she did not expect)."""
+    name = (name or "").strip() or DEFAULT_CLINIC_TIMEZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RuntimeError(f"setting CLINIC_TIMEZONE must be an IANA time zone such as "
+                           f"America/New_York or Europe/London, got {name!r}") from exc
 
 
 def from_environment() -> dict[str, Any]:
@@ -50,4 +63,6 @@ def from_environment() -> dict[str, Any]:
         "DEDUP_TTL_HOURS": _int("DEDUP_TTL_HOURS", 48),
         "MAX_BODY_CHARS": _int("MAX_BODY_CHARS", 1600),
         "LOG_LEVEL": env("LOG_LEVEL", "INFO"),
+        # The dashboard shows every time in the clinic's zone (IANA name), the zone beside it.
+        "CLINIC_TIMEZONE": env("CLINIC_TIMEZONE", "").strip() or DEFAULT_CLINIC_TIMEZONE,
     }
