@@ -242,7 +242,8 @@ def patient_facts(prof: dict[str, str], today: date) -> dict[str, Any]:
             continue
         n = (today - day).days
         since.append({"what": label, "days": n,
-                      "text": f"{label} day {n}" if n >= 0 else f"{label} in {-n} days"})
+                      "text": f"{label} day {n}" if n >= 0 else
+                      f"{label} in {-n} day{'s' if n < -1 else ''}"})
     relationship = (prof.get("caregiver_relationship") or "").replace("_", " ")
     caregiver = prof.get("caregiver_name") or ""
     if caregiver and relationship:
