@@ -142,6 +142,8 @@ def test_banner_is_one_sentence_with_each_number_once() -> None:
     assert b["count"] == 3 and b["oldest_id"] == "2-0" and b["overdue"] == 2
     assert "+1555" not in b["text"]  # no wall of phone numbers
     assert data.banner([])["text"] == "" and data.banner([])["count"] == 0
+    assert data.banner([row("5-0", "EMERGENCY", 20)])["text"] == (
+        "1 EMERGENCY waiting, oldest under 1 min")
 
 
 def test_times_are_in_the_clinic_zone_with_the_zone_shown() -> None:
@@ -340,14 +342,14 @@ def test_queue_row_shows_facts_words_and_assumed_window(app: Any, nurse: Any) ->
     profile.save(r(app), phone, {
         "name": "Sam <Reed>", "date_of_birth": "2010-02-03", "age_band": "teen",
         "treatment_phase": "maintenance",
-        "last_chemo_date": data.clinic_today(time.time(), NY).isoformat(),  # the clinic's day
+        "last_chemo_date": datetime.now(UTC).date().isoformat(),  # the risk windows' day
         "caregiver_name": "Jo <script>x</script>", "caregiver_relationship": "parent",
-        "mrn": "MRN-7"})
+        "mrn": "004417"})
     add(app, "URGENT", 120, phone=phone, reasons=["temperature 38.4 C"],
         answers={"temperature": "38.4 <img src=x>", "danger_signs": "no"},
         risk_window_assumed=True)
     html = nurse.get("/dashboard/").get_data(as_text=True)
-    assert "Sam &lt;Reed&gt;" in html and "MRN MRN-7" in html
+    assert "Sam &lt;Reed&gt;" in html and "MRN 004417" in html
     assert re.search(r"1[56] y, teen · maintenance · chemo day 0<", html)
     assert "Caregiver: Jo &lt;script&gt;x&lt;/script&gt; (parent)" in html
     assert '<q class="words">38.4 &lt;img src=x&gt;</q>' in html  # their words, escaped

@@ -216,6 +216,13 @@ def clinic_today(now: float, tz: tzinfo) -> date:
     return datetime.fromtimestamp(now, tz).date()
 
 
+def profile_today(now: float) -> date:
+    """The day "days since chemo / CAR-T" counts from: the same (UTC) day as the risk windows
+    of ``context.risk_window``, so the row never says "chemo day 8" beside "chemotherapy 9
+    days ago". (When the core counts risk windows in the clinic's days, this follows.)"""
+    return datetime.fromtimestamp(now, UTC).date()
+
+
 def _date(value: str | None) -> date | None:
     try:
         return date.fromisoformat(value) if value else None
@@ -260,7 +267,15 @@ def patient_facts(prof: dict[str, str], today: date) -> dict[str, Any]:
         "caregiver": caregiver,
         "caregiver_phone": prof.get("caregiver_phone", ""),
         "mrn": prof.get("mrn", ""),
+        "mrn_text": _mrn_text(prof.get("mrn", "")),
     }
+
+
+def _mrn_text(mrn: str) -> str:
+    """'MRN 004512', or the number as it is when it already says MRN."""
+    if not mrn:
+        return ""
+    return mrn if mrn.upper().startswith("MRN") else f"MRN {mrn}"
 
 
 def words_for(reason: str, recs: list[dict[str, Any]]) -> str:
@@ -303,7 +318,7 @@ def rows(r: redis.Redis, recs: list[dict[str, Any]], now: float, deadline: float
     escs = {rec["id"]: esc for rec, esc in zip(recs, results[: len(recs)], strict=True)}
     profiles = dict(zip(phones, results[len(recs): len(recs) + len(phones)], strict=True))
     episode_data = results[len(recs) + len(phones):]
-    today = clinic_today(now, tz)
+    today = profile_today(now)
     out = []
     for i, group in enumerate(groups):
         state, raw_events = episode_data[2 * i], episode_data[2 * i + 1]
@@ -405,7 +420,8 @@ def banner(rows_: list[dict[str, Any]]) -> dict[str, Any]:
     oldest = max(ems, key=lambda x: x["age_seconds"]) if ems else None
     text = ""
     if oldest is not None:
-        wait = age_text(oldest["age_seconds"]).removesuffix(" ago")
+        wait = ("under 1 min" if oldest["age_seconds"] < 60
+                else age_text(oldest["age_seconds"]).removesuffix(" ago"))
         text = f"{len(ems)} EMERGENCY waiting, oldest {wait}"
     return {"count": len(ems), "text": text, "ids": [i for x in ems for i in x["ids"]],
             "oldest_id": oldest["id"] if oldest else "",

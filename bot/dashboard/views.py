@@ -508,7 +508,7 @@ def patient(phone: str) -> Any:
     audit.log(store.r, who(), "view_patient", phone)
     return render_template("dashboard/patient.html", phone=phone, profile=prof,
                            fields=profile.FIELDS, history=history,
-                           facts=data.patient_facts(prof, data.clinic_today(time.time(), tz())),
+                           facts=data.patient_facts(prof, data.profile_today(time.time())),
                            windows=risk_window(prof, time.time()) if prof else [],
                            transcript=texts)
 

@@ -170,11 +170,11 @@
     if (row.name) {
       var sub = el("div", "sub");
       sub.appendChild(row.tel ? telLink(row.tel, row.phone) : document.createTextNode(row.phone));
-      if (row.mrn) sub.appendChild(document.createTextNode(" \u00B7 MRN " + row.mrn));
+      if (row.mrn) sub.appendChild(document.createTextNode(" \u00B7 " + row.mrn_text));
       td.appendChild(sub);
     } else if (row.tel) {
       var s2 = el("div", "sub");
-      s2.appendChild(telLink(row.tel, "call " + row.phone));
+      s2.appendChild(telLink(row.tel, "call this number"));
       td.appendChild(s2);
     }
     var bits = [row.patient_age, row.phase].concat((row.since || []).map(function (x) {
