@@ -69,7 +69,8 @@ CONVERSATIONS = [
     ("+15550100022", ["fever", "no", "38.6"]),
     ("+15550100077", ["fever", "no", "101.3F"]),  # an unregistered number
     ("+15550100033", ["temp", "no", "38.2"]),
-    # Maya: a red flag in the middle of the fever checklist.
+    # Maya: a sore throat earlier, then a red flag in the middle of the fever checklist.
+    ("+15550100011", ["I have a sore throat", "no", "37.1", "no", "no", "no", "1", "3"]),
     ("+15550100011", ["fever", "no", "my daughter cant breathe properly and her lips look blue"]),
 ]
 
