@@ -4,6 +4,7 @@ assignment, the clinic's time zone, the patient's facts and words, the compact b
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -421,3 +422,35 @@ def test_status_hash_is_untouched_by_calls_notes_and_assignment(app: Any, nurse:
     assert r(app).hget(STATUS, rid) == "open"
     after = app.extensions["triage"].store.record(rid)
     assert after == before
+
+
+def test_episode_records_reads_only_the_recent_stream(app: Any) -> None:
+    """The escalation page finds the episode's records without reading the whole history."""
+    a = add(app, "SOON", 600, conv="c-e")
+    b = add(app, "URGENT", 60, conv="c-e")
+    add(app, "URGENT", 60, conv="c-other")
+    add(app, "URGENT", 60, conv="c-e", phone="+15550009999")  # same id, another patient
+    escalations.acknowledge(r(app), a, "nina")
+    rec = app.extensions["triage"].store.record(b)
+    found = data.episode_records(r(app), rec)
+    assert [(x["id"], x["status"]) for x in found] == [(a, "acknowledged"), (b, "open")]
+    # A record older than the look-back is not read (the stream is not scanned from its start).
+    old = dict(rec, started_at=iso(time.time() + 3 * 86400))
+    assert [x["id"] for x in data.episode_records(r(app), old)] == [b]
+
+
+def test_overview_counts_the_clinic_days(app: Any) -> None:
+    """A record at 02:00 UTC belongs to the previous day in New York."""
+    now = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
+    at = datetime(2026, 11, 20, 2, 0, tzinfo=UTC).timestamp()
+    rec = {"phone": "+15550001111", "flow": "fever", "flows": ["fever"], "tier": "URGENT",
+           "reasons": ["r"], "kind": "completed", "conversation_id": "c-o",
+           "started_at": iso(at), "created_at": iso(at), "status": "open"}
+    r(app).xadd("triage:records", {"data": json.dumps(rec)},
+                id=f"{int(at * 1000)}-0")
+    r(app).hset(STATUS, f"{int(at * 1000)}-0", "open")
+    ny = data.overview(r(app), now, 900, tz=NY)
+    utc = data.overview(r(app), now, 900)
+    count = {d["day"]: d["counts"]["URGENT"] for d in ny["days"] if d["counts"]["URGENT"]}
+    assert count == {date(2026, 11, 19): 1}
+    assert {d["day"] for d in utc["days"] if d["counts"]["URGENT"]} == {date(2026, 11, 20)}

@@ -287,6 +287,30 @@ def words_for(reason: str, recs: list[dict[str, Any]]) -> str:
     return ""
 
 
+EPISODE_LOOKBACK = 24 * 3600  # an episode's records: from a day before its conversation began
+
+
+def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every record of ``rec``'s episode (same number, same episode), oldest first, with its
+    status. Stream ids are the time of writing, so only the records written since a day before
+    the conversation began are read, not the whole history."""
+    episode = escalations.episode_of(rec)
+    start = parse_iso(rec.get("started_at")) or parse_iso(rec.get("created_at")) or 0
+    low = max(0, int((start - EPISODE_LOOKBACK) * 1000))
+    found = []
+    for rid, fields in r.xrange(RECORDS, min=str(low), max="+"):
+        other = {"id": rid, **json.loads(fields["data"])}
+        if other.get("phone") == rec.get("phone") and escalations.episode_of(other) == episode:
+            found.append(other)
+    if not any(x["id"] == rec["id"] for x in found):
+        found.append(dict(rec))
+    found.sort(key=lambda x: x["id"])
+    statuses = r.hmget(STATUS, [x["id"] for x in found])
+    for x, st in zip(found, statuses, strict=True):
+        x["status"] = st or x.get("status", "open")
+    return found
+
+
 def group_episodes(recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Records of one patient episode (same phone and episode/conversation id) together,
     each group most urgent record first (then the oldest)."""
@@ -487,12 +511,13 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def overview(r: redis.Redis, now: float, deadline: float, days: int = 30) -> dict[str, Any]:
-    """Escalations per day by tier over the last ``days`` days (UTC days, today included),
-    time to acknowledge, overdue counts."""
-    today = datetime.fromtimestamp(now, UTC).date()
+def overview(r: redis.Redis, now: float, deadline: float, days: int = 30,
+             tz: tzinfo = UTC) -> dict[str, Any]:
+    """Escalations per day by tier over the last ``days`` days (the clinic's days, today
+    included), time to acknowledge, overdue counts."""
+    today = datetime.fromtimestamp(now, tz).date()
     first = today - timedelta(days=days - 1)
-    first_ts = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()
+    first_ts = datetime(first.year, first.month, first.day, tzinfo=tz).timestamp()
     # Stream ids are the time of writing, never earlier than the record's created_at.
     entries = r.xrange(RECORDS, min=f"{int(first_ts * 1000)}", max="+")
     recs = []
@@ -519,7 +544,7 @@ def overview(r: redis.Redis, now: float, deadline: float, days: int = 30) -> dic
             continue
         acked, resolved, flag = fetched[2 * i]
         status = fetched[2 * i + 1] or rec.get("status", "open")
-        per_day[datetime.fromtimestamp(created, UTC).date()][tier] += 1
+        per_day[datetime.fromtimestamp(created, tz).date()][tier] += 1
         totals[tier] += 1
         # A record resolved straight away was acknowledged when it was resolved.
         first_action = _float(acked) if acked else _float(resolved)

@@ -210,13 +210,7 @@ def load_record(rid: str) -> dict[str, Any]:
 
 
 def episode_records(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every record of ``rec``'s episode (same number, same episode), oldest first."""
-    episode = escalations.episode_of(rec)
-    found = [x for x in service().store.records(phone=rec.get("phone", ""), limit=500)
-             if escalations.episode_of(x) == episode]
-    if not any(x["id"] == rec["id"] for x in found):
-        found.append(rec)
-    return sorted(found, key=lambda x: x["id"])
+    return data.episode_records(r(), rec)
 
 
 def question_texts(recs: list[dict[str, Any]]) -> dict[str, str]:
@@ -569,7 +563,7 @@ def patient_status(phone: str) -> Any:
 @bp.get("/overview")
 def overview() -> Any:
     return render_template("dashboard/overview.html",
-                           o=data.overview(r(), time.time(), deadline()),
+                           o=data.overview(r(), time.time(), deadline(), tz=tz()),
                            tiers=data.QUEUE_TIERS)
 
 
