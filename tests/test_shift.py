@@ -356,6 +356,10 @@ def test_queue_row_shows_facts_words_and_assumed_window(app: Any, nurse: Any) ->
     assert '<q class="words">38.4 &lt;img src=x&gt;</q>' in html  # their words, escaped
     assert "risk window assumed, not known" in html
     assert "<img src=x>" not in html and "<script>x" not in html
+    detail = nurse.get(f"/dashboard/escalations/{queue(nurse)[0]['id']}").get_data(as_text=True)
+    words = detail.split('id="their-words"', 1)[1].split("</p>", 1)[0]
+    assert '<q class="words">38.4 &lt;img src=x&gt;</q>' in words
+    assert "risk window assumed, not known" in detail
 
 
 def test_quotes_win_over_answers_when_the_record_has_them(app: Any, nurse: Any) -> None:
@@ -367,6 +371,8 @@ def test_quotes_win_over_answers_when_the_record_has_them(app: Any, nurse: Any) 
     html = nurse.get("/dashboard/").get_data(as_text=True)
     assert '<q class="words">she is 38.6 and shivering</q>' in html
     assert "Their words:" not in html  # the answers are the fallback only
+    detail = nurse.get(f"/dashboard/escalations/{row['id']}").get_data(as_text=True)
+    assert "she is 38.6 and shivering" in detail and 'id="their-words"' not in detail
 
 
 def test_patient_page_history_is_served_for_live_refresh(app: Any, nurse: Any) -> None:

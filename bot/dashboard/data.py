@@ -455,8 +455,8 @@ def banner(rows_: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- CSV
 
-CSV_COLUMNS = ("id", "ids", "created_at", "tier", "status", "patient", "phone", "mrn",
-               "checklist", "kind", "reasons", "overdue", "page_status", "page_attempts",
+CSV_COLUMNS = ("id", "ids", "created_at", "created_local", "tier", "status", "patient", "phone",
+               "mrn", "checklist", "kind", "reasons", "overdue", "page_status", "page_attempts",
                "page_error", "assigned_to", "calls", "last_call", "acknowledged_by",
                "acknowledged_at", "resolved_by", "resolved_at", "resolved_note")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
