@@ -312,7 +312,7 @@ def test_assign_hand_over_and_the_mine_filter(app: Any, nurse: Any) -> None:
     page = nurse.get(f"/dashboard/escalations/{mine}").get_data(as_text=True)
     assert '<option value="omar">omar</option>' in page and "nina (me)" in page
     assert nurse.post(f"/dashboard/escalations/{mine}/assign",
-                      data={"csrf_token": csrf, "to": "me"}).status_code == 303
+                      data={"csrf_token": csrf, "take": "1"}).status_code == 303
     assert nurse.post(f"/dashboard/escalations/{theirs}/assign",
                       data={"csrf_token": csrf, "to": "nina"}).status_code == 303
     resp = nurse.post(f"/dashboard/escalations/{theirs}/assign",

@@ -397,9 +397,7 @@ def add_note(rid: str) -> Any:
 def assign(rid: str) -> Any:
     """Take the episode, hand it to a colleague, or give it back (nobody)."""
     rec, _ = _episode(rid)
-    to = users.normalise(request.form.get("to", ""))
-    if to == "me":
-        to = who()
+    to = who() if request.form.get("take") == "1" else users.normalise(request.form.get("to", ""))
     if to and users.get(r(), to) is None:
         flash(f"Not assigned: there is no user {to!r}.", "error")
         return render_detail(rid, 400)
