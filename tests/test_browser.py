@@ -419,3 +419,56 @@ def test_patient_page_history_refreshes_itself(page: Any, live: SimpleNamespace)
     texts = page.locator("#patient-texts .msg-in .text").all_text_contents()
     assert "I have chest pain <b>bad</b>" in texts
     assert page.locator("#patient-texts b").count() == 0
+
+
+def test_the_script_draws_the_same_rows_as_the_server(
+        browser: Any, page: Any, live: SimpleNamespace) -> None:
+    """The queue is drawn by the server, then redrawn by the script every poll: both must say
+    the same thing (patient facts, words, assumed window, calls, assignment, paging)."""
+    users.create(live.r, "omar", PASSWORD, "nurse")
+    phone = "+15550108080"
+    profile.save(live.r, phone, {"name": "Ada <Moss>", "date_of_birth": "2012-01-02",
+                                 "age_band": "teen", "treatment_phase": "car_t",
+                                 "car_t_date": "2026-11-20", "caregiver_name": "Bo",
+                                 "caregiver_relationship": "grandparent",
+                                 "caregiver_phone": "+15550108089", "mrn": "004417"})
+    text(live, phone, "fever")
+    text(live, phone, "no")
+    text(live, phone, "38.6")
+    rid = store(live).records(phone=phone)[0]["id"]
+    same_episode(live, rid, tier="EMERGENCY", kind="red_flag", reasons=["seizure ('fit')"],
+                 quotes={"seizure ('fit')": "she had a fit <b>just now</b>"},
+                 risk_window_assumed=True)
+    text(live, "+15550109090", "fever")
+    text(live, "+15550109090", "no")
+    text(live, "+15550109090", "101.3F")
+    episode = escalations.episode_of(store(live).record(rid) or {})
+    escalations.assign(live.r, phone, episode, "omar", "omar")
+    escalations.log_call(live.r, phone, episode, "omar", "voicemail", "patient")
+    live.r.hset(escalations.esc_key(rid), mapping={"page_status": "failed",
+                                                   "page_attempts": "3",
+                                                   "page_error": "carrier refused"})
+
+    def cells(pg: Any) -> list[list[str]]:
+        return pg.evaluate("""() => [...document.querySelectorAll('#queue-rows tr')].map(
+            tr => [...tr.children].map(td => td.innerText.replace(/\\s+/g, ' ').trim()))""")
+
+    static = browser.new_context(viewport={"width": 1280, "height": 900},
+                                 java_script_enabled=False)
+    try:
+        server_page = static.new_page()
+        sign_in(server_page, live)
+        server = cells(server_page)
+    finally:
+        static.close()
+    sign_in(page, live)
+    page.wait_for_selector("#poll-status:has-text('Live')")  # at least one redraw
+    scripted = cells(page)
+    assert len(server) == 2 and scripted == server
+    first = " ".join(server[0])
+    for expected in ("Ada <Moss>", "MRN 004417", "teen", "car t", "CAR-T day",
+                     "Caregiver: Bo (grandparent)", "2 findings",
+                     "she had a fit <b>just now</b>", "risk window assumed, not known",
+                     "with omar", "1 call; last: left voicemail", "page failed ×3",
+                     "carrier refused"):
+        assert expected in first, expected
