@@ -399,7 +399,12 @@ def test_the_queue_detail_and_patient_page_at_phone_width(
         context.close()
 
 
-def test_patient_page_history_refreshes_itself(page: Any, live: SimpleNamespace) -> None:
+HISTORY_CELLS = """() => [...document.querySelectorAll('#history-rows tr')].map(
+    tr => [...tr.children].map(td => td.innerText.replace(/\\s+/g, ' ').trim()))"""
+
+
+def test_patient_page_history_refreshes_itself(browser: Any, page: Any,
+                                               live: SimpleNamespace) -> None:
     phone = "+15550107070"
     profile.save(live.r, phone, {"name": "Leo Park"})
     text(live, phone, "fever")
@@ -419,6 +424,17 @@ def test_patient_page_history_refreshes_itself(page: Any, live: SimpleNamespace)
     texts = page.locator("#patient-texts .msg-in .text").all_text_contents()
     assert "I have chest pain <b>bad</b>" in texts
     assert page.locator("#patient-texts b").count() == 0
+    # What the script drew is what the server draws.
+    drawn = page.evaluate(HISTORY_CELLS)
+    static = browser.new_context(viewport={"width": 1280, "height": 900},
+                                 java_script_enabled=False)
+    try:
+        server_page = static.new_page()
+        sign_in(server_page, live)
+        server_page.goto(f"{live.base}/dashboard/patients/{phone}")
+        assert server_page.evaluate(HISTORY_CELLS) == drawn
+    finally:
+        static.close()
 
 
 def test_the_script_draws_the_same_rows_as_the_server(
