@@ -298,9 +298,12 @@ def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]
     start = parse_iso(rec.get("started_at")) or parse_iso(rec.get("created_at")) or 0
     low = max(0, int((start - EPISODE_LOOKBACK) * 1000))
     found = []
+    phone = rec.get("phone", "")
     for rid, fields in r.xrange(RECORDS, min=str(low), max="+"):
+        if phone not in fields["data"]:  # cheap: most records are other patients'
+            continue
         other = {"id": rid, **json.loads(fields["data"])}
-        if other.get("phone") == rec.get("phone") and escalations.episode_of(other) == episode:
+        if other.get("phone") == phone and escalations.episode_of(other) == episode:
             found.append(other)
     if not any(x["id"] == rec["id"] for x in found):
         found.append(dict(rec))
