@@ -5,7 +5,9 @@ ISO-8601 UTC; the stream id is the exact time). Nothing in the service trims or 
 the dashboard has no route that could: admins read it, nobody writes it except ``log``.
 
 Actions: ``login``, ``login_failed``, ``logout``, ``view_record``, ``view_patient``, ``ack``,
-``resolve``, ``enroll``, ``profile_update``, ``profile_status``, ``export``.
+``resolve``, ``call`` (a call-back attempt and its outcome), ``note`` (a working note; its
+length, not its text), ``assign`` (taken, handed over, given back), ``enroll``,
+``profile_update``, ``profile_status``, ``export``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import redis
 
 STREAM = "triage:audit"
 ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ack", "resolve",
-           "enroll", "profile_update", "profile_status", "export")
+           "call", "note", "assign", "enroll", "profile_update", "profile_status", "export")
 
 
 def log(r: redis.Redis, who: str, action: str, target: str = "", detail: str = "",

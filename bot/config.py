@@ -20,10 +20,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
 PACKAGED_FLOWS = PACKAGE / "_flows"
+DEFAULT_CLINIC_TIMEZONE = "America/New_York"
 
 
 def source_checkout(root: Path = ROOT) -> bool:
@@ -104,6 +106,17 @@ def check_production(settings: dict[str, Any]) -> None:
             " (see .env.example)")
 
 
+def clinic_zone(name: str | None) -> ZoneInfo:
+    """The clinic's time zone; an unknown name stops the service at start-up (a nurse must
+    never read a time in a zone she did not expect)."""
+    name = (name or "").strip() or DEFAULT_CLINIC_TIMEZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RuntimeError(f"setting CLINIC_TIMEZONE must be an IANA time zone such as "
+                           f"America/New_York or Europe/London, got {name!r}") from exc
+
+
 def defaults() -> dict[str, Any]:
     """Every setting at its default, whatever the environment says (the vignette runner's
     throwaway app uses this so a production .env cannot leak into it)."""
@@ -162,4 +175,6 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         # anything reads the body.
         "PROXY_FIX_HOPS": _int_("PROXY_FIX_HOPS", 0),
         "MAX_CONTENT_LENGTH": _int_("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
+        # The dashboard shows every time in the clinic's zone (IANA name), the zone beside it.
+        "CLINIC_TIMEZONE": env("CLINIC_TIMEZONE", DEFAULT_CLINIC_TIMEZONE),
     }

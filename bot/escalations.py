@@ -11,6 +11,17 @@ lives beside it:
 * ``triage:esc:<id>:events``       list  JSON events, oldest first: {"at", "who", "action",
                                          "note"}; append-only, never edited from the dashboard
 
+Records of one conversation are one *episode* for the care team (``episode_id`` when the record
+has one, else ``conversation_id``): the dashboard shows one row for them, and acknowledge and
+resolve move every record of the episode together. The nurse's work on an episode lives beside
+the records, keyed by the patient's number and the episode id:
+
+* ``triage:episode:{<phone>}:<episode>``         hash  assigned_to, assigned_by, assigned_at
+* ``triage:episode:{<phone>}:<episode>:events``  list  JSON, oldest first, append-only:
+      call    {"at", "ts", "who", "action": "call", "outcome", "called", "note"}
+      note    {"at", "ts", "who", "action": "note", "note"}
+      assign  {"at", "ts", "who", "action": "assign", "to", "note"}
+
 Times are Unix seconds (float) in hashes and ISO-8601 UTC in events.
 """
 
@@ -27,6 +38,18 @@ from .store import STATUS
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED)
+# What a call-back attempt came to (value -> words shown to the care team).
+CALL_OUTCOMES = {
+    "no_answer": "no answer",
+    "voicemail": "left voicemail",
+    "spoke_patient": "spoke to patient",
+    "spoke_caregiver": "spoke to caregiver",
+    "wrong_number": "wrong number",
+}
+CALLED = {"patient": "the patient's number", "caregiver": "the caregiver's number",
+          "other": "another number"}
+TEXT_MAX = 2000  # a working note, a resolution note
+CALL_NOTE_MAX = 500
 
 
 class TransitionError(ValueError):
@@ -65,34 +88,133 @@ def status(r: redis.Redis, rid: str) -> str:
     return r.hget(STATUS, rid) or OPEN
 
 
-def _move(r: redis.Redis, rid: str, allowed_from: tuple[str, ...], to: str, who: str,
-          fields: dict[str, Any], note: str, now: float) -> None:
+def _move(r: redis.Redis, rids: list[str], allowed_from: tuple[str, ...], to: str, who: str,
+          fields: dict[str, Any], note: str, now: float) -> list[str]:
+    """Move every record of ``rids`` whose status allows it, in one transaction; the ids
+    moved. None of them allowed: TransitionError saying why."""
+    if not rids:
+        raise TransitionError("no escalation")
     with r.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(STATUS)
-                current = pipe.hget(STATUS, rid)
-                if current is None:
-                    raise TransitionError(f"no escalation {rid}")
-                if current not in allowed_from:
-                    raise TransitionError(f"escalation is {current}, cannot become {to}")
+                currents = pipe.hmget(STATUS, rids)
+                movable = [rid for rid, cur in zip(rids, currents, strict=True)
+                           if cur in allowed_from]
+                if not movable:
+                    known = [cur for cur in currents if cur is not None]
+                    if not known:
+                        raise TransitionError(f"no escalation {rids[0]}")
+                    raise TransitionError(f"escalation is {known[0]}, cannot become {to}")
                 pipe.multi()
-                pipe.hset(STATUS, rid, to)
-                pipe.hset(esc_key(rid), mapping={k: str(v) for k, v in fields.items()})
-                add_event(r, rid, to, who, note, now, pipe=pipe)
+                for rid in movable:
+                    pipe.hset(STATUS, rid, to)
+                    pipe.hset(esc_key(rid), mapping={k: str(v) for k, v in fields.items()})
+                    add_event(r, rid, to, who, note, now, pipe=pipe)
                 pipe.execute()
-                return
+                return movable
             except redis.WatchError:
                 continue
 
 
-def acknowledge(r: redis.Redis, rid: str, who: str, now: float | None = None) -> None:
+def acknowledge(r: redis.Redis, rid: str | list[str], who: str, now: float | None = None
+                ) -> list[str]:
+    """Acknowledge one record, or every open record of an episode (a list of ids)."""
     now = time.time() if now is None else now
-    _move(r, rid, (OPEN,), ACKNOWLEDGED, who,
-          {"acknowledged_by": who, "acknowledged_at": now}, "", now)
+    return _move(r, [rid] if isinstance(rid, str) else list(rid), (OPEN,), ACKNOWLEDGED, who,
+                 {"acknowledged_by": who, "acknowledged_at": now}, "", now)
 
 
-def resolve(r: redis.Redis, rid: str, who: str, note: str, now: float | None = None) -> None:
+def resolve(r: redis.Redis, rid: str | list[str], who: str, note: str,
+            now: float | None = None) -> list[str]:
+    """Resolve one record, or every unresolved record of an episode (a list of ids)."""
     now = time.time() if now is None else now
-    _move(r, rid, (OPEN, ACKNOWLEDGED), RESOLVED, who,
-          {"resolved_by": who, "resolved_at": now, "resolved_note": note}, note, now)
+    return _move(r, [rid] if isinstance(rid, str) else list(rid), (OPEN, ACKNOWLEDGED),
+                 RESOLVED, who, {"resolved_by": who, "resolved_at": now, "resolved_note": note},
+                 note, now)
+
+
+# --------------------------------------------------------------------------- episodes
+
+def episode_of(rec: dict[str, Any]) -> str:
+    """The episode a record belongs to: its conversation (a record from no conversation is an
+    episode of its own)."""
+    return str(rec.get("episode_id") or rec.get("conversation_id") or f"record-{rec['id']}")
+
+
+def episode_key(phone: str, episode: str) -> str:
+    return f"triage:episode:{{{phone}}}:{episode}"
+
+
+def episode_events_key(phone: str, episode: str) -> str:
+    return episode_key(phone, episode) + ":events"
+
+
+def _episode_event(r: redis.Redis, phone: str, episode: str, event: dict[str, Any],
+                   now: float, pipe: Any = None) -> dict[str, Any]:
+    full = {"at": _iso(now), "ts": now, **event}
+    (pipe or r).rpush(episode_events_key(phone, episode), json.dumps(full))
+    return full
+
+
+def episode_events(r: redis.Redis, phone: str, episode: str) -> list[dict[str, Any]]:
+    return [json.loads(e) for e in r.lrange(episode_events_key(phone, episode), 0, -1)]
+
+
+def episode_state(r: redis.Redis, phone: str, episode: str) -> dict[str, str]:
+    return r.hgetall(episode_key(phone, episode))
+
+
+def log_call(r: redis.Redis, phone: str, episode: str, who: str, outcome: str, called: str,
+             note: str = "", now: float | None = None) -> dict[str, Any]:
+    """One call-back attempt and what came of it."""
+    if outcome not in CALL_OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(CALL_OUTCOMES)}")
+    if called not in CALLED:
+        raise ValueError(f"called must be one of {', '.join(CALLED)}")
+    note = note.strip()
+    if len(note) > CALL_NOTE_MAX:
+        raise ValueError(f"the note is longer than {CALL_NOTE_MAX} characters")
+    now = time.time() if now is None else now
+    return _episode_event(r, phone, episode, {"who": who, "action": "call", "outcome": outcome,
+                                               "called": called, "note": note}, now)
+
+
+def add_note(r: redis.Redis, phone: str, episode: str, who: str, note: str,
+             now: float | None = None) -> dict[str, Any]:
+    """A working note: any number of them, beside (not instead of) the resolution note."""
+    note = note.strip()
+    if not note:
+        raise ValueError("the note is empty")
+    if len(note) > TEXT_MAX:
+        raise ValueError(f"the note is longer than {TEXT_MAX} characters")
+    now = time.time() if now is None else now
+    return _episode_event(r, phone, episode, {"who": who, "action": "note", "note": note}, now)
+
+
+def assign(r: redis.Redis, phone: str, episode: str, to: str, who: str, note: str = "",
+           now: float | None = None) -> dict[str, Any]:
+    """Give the episode to ``to`` (a username; "" takes it from everyone). ``who`` did it."""
+    now = time.time() if now is None else now
+    with r.pipeline(transaction=True) as pipe:
+        if to:
+            pipe.hset(episode_key(phone, episode),
+                      mapping={"assigned_to": to, "assigned_by": who, "assigned_at": str(now)})
+        else:
+            pipe.hdel(episode_key(phone, episode), "assigned_to", "assigned_by", "assigned_at")
+        event = _episode_event(r, phone, episode, {"who": who, "action": "assign", "to": to,
+                                                   "note": note.strip()}, now, pipe=pipe)
+        pipe.execute()
+    return event
+
+
+def assign_if_nobody(r: redis.Redis, phone: str, episode: str, who: str,
+                     now: float | None = None) -> bool:
+    """The nurse who acknowledges or calls back an episode nobody has takes it."""
+    now = time.time() if now is None else now
+    if not r.hsetnx(episode_key(phone, episode), "assigned_to", who):
+        return False
+    r.hset(episode_key(phone, episode), mapping={"assigned_by": who, "assigned_at": str(now)})
+    _episode_event(r, phone, episode, {"who": who, "action": "assign", "to": who,
+                                       "note": "took it by acting on it"}, now)
+    return True

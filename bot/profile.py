@@ -29,11 +29,25 @@ class Field:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    pattern: str | None = None  # text: a regular expression the whole value must match
+    hint: str = ""  # what a valid value looks like (the error message and the form)
+    past: bool = False  # date: today or earlier, and not before 1900
 
+
+MRN_RE = r"[A-Za-z0-9][A-Za-z0-9-]{2,19}"
+CAREGIVER_RELATIONSHIPS = ("parent", "guardian", "spouse_or_partner", "adult_child", "sibling",
+                           "grandparent", "other_relative", "friend", "other")
 
 FIELDS: tuple[Field, ...] = (
     Field("name", "Name", "text"),
+    Field("date_of_birth", "Date of birth", "date", past=True),
+    Field("mrn", "Medical record number (MRN)", "text", pattern=MRN_RE,
+          hint="3-20 letters, digits or '-', like MRN-004512"),
     Field("status", "Status", "choice", ("active", "paused", "discharged")),
+    Field("caregiver_name", "Caregiver's name", "text"),
+    Field("caregiver_relationship", "Caregiver's relationship to the patient", "choice",
+          CAREGIVER_RELATIONSHIPS),
+    Field("caregiver_phone", "Caregiver's phone number", "phone"),
     Field("treatment_phase", "Treatment phase", "choice",
           ("induction", "consolidation", "intensification", "delayed_intensification",
            "interim_maintenance", "maintenance", "reinduction", "relapse", "off_treatment",
@@ -44,6 +58,7 @@ FIELDS: tuple[Field, ...] = (
     Field("t_cell_or_mediastinal_mass", "T-cell ALL or mediastinal mass", "yesno"),
     Field("car_t_date", "CAR T-cell infusion date", "date"),
     Field("blinatumomab_active", "Blinatumomab infusion running now", "yesno"),
+    Field("blinatumomab_start_date", "Blinatumomab cycle start date", "date"),
     Field("blinatumomab_cycle", "Blinatumomab cycle", "int", minimum=1, maximum=20),
     Field("blinatumomab_day", "Blinatumomab day of cycle", "int", minimum=1, maximum=60),
     Field("blinatumomab_home_pump", "Blinatumomab pump at home", "yesno"),
@@ -81,10 +96,14 @@ def clean(values: dict[str, Any]) -> dict[str, str]:
             continue
         if spec.kind == "date":
             try:
-                value = date.fromisoformat(value).isoformat()
+                day = date.fromisoformat(value)
             except ValueError:
                 errors[key] = "must be a date like 2026-11-24"
                 continue
+            if spec.past and not date(1900, 1, 1) <= day <= date.today():
+                errors[key] = "must be a past date (after 1900)"
+                continue
+            value = day.isoformat()
         elif spec.kind == "choice" and value not in spec.choices:
             errors[key] = f"must be one of {', '.join(spec.choices)}"
             continue
@@ -116,6 +135,9 @@ def clean(values: dict[str, Any]) -> dict[str, str]:
             value = compact
         elif len(value) > 200:
             errors[key] = "is too long (200 characters at most)"
+            continue
+        elif spec.pattern and not re.fullmatch(spec.pattern, value):
+            errors[key] = f"must be {spec.hint}" if spec.hint else "is not in the right form"
             continue
         out[key] = value
     if errors:

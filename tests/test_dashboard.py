@@ -7,8 +7,10 @@ import csv
 import io
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -59,11 +61,13 @@ def iso(ts: float) -> str:
 def add(app: Any, tier: str, age: float, *, phone: str = "+15550001111", flow: str = "fever",
         status: str = "open", reasons: list[str] | None = None, now: float | None = None,
         **extra: Any) -> str:
-    """A triage record created ``age`` seconds ago (as the engine writes them)."""
+    """A triage record created ``age`` seconds ago (as the engine writes them); a conversation
+    of its own unless ``conversation_id`` is given."""
     now = time.time() if now is None else now
     rec = {"phone": phone, "flow": flow, "flows": [flow] if flow != "red_flag" else [],
            "tier": tier, "reasons": reasons or [f"{tier.lower()} reason"], "all_reasons": [],
-           "cites": [], "answers": {}, "kind": "completed", "conversation_id": "c1",
+           "cites": [], "answers": {}, "kind": "completed",
+           "conversation_id": "c-" + uuid.uuid4().hex[:12],
            "started_at": iso(now - age), "created_at": iso(now - age), "status": status,
            "unregistered": True, "risk_windows": [], **extra}
     return app.extensions["triage"].store.append_record(rec)
@@ -252,10 +256,11 @@ def test_queue_filters_by_checklist_status_and_date(app: Any, nurse: Any) -> Non
     now = time.time()
     fever = add(app, "URGENT", 3 * 86400)
     flag = add(app, "URGENT", 600, flow="red_flag")
-    today = datetime.fromtimestamp(now, UTC).date().isoformat()
+    zone = ZoneInfo(app.config["CLINIC_TIMEZONE"])  # the dates are the clinic's days
+    today = datetime.fromtimestamp(now, zone).date().isoformat()
     assert queue_ids(nurse.get("/dashboard/?flow=red_flag").get_data(as_text=True)) == [flag]
     assert queue_ids(nurse.get(f"/dashboard/?from={today}").get_data(as_text=True)) == [flag]
-    old_day = datetime.fromtimestamp(now - 3 * 86400, UTC).date().isoformat()
+    old_day = datetime.fromtimestamp(now - 3 * 86400, zone).date().isoformat()
     assert queue_ids(nurse.get(f"/dashboard/?to={old_day}").get_data(as_text=True)) == [fever]
     escalations.acknowledge(r(app), fever, "nina")
     assert queue_ids(nurse.get("/dashboard/?status=open").get_data(as_text=True)) == [flag]
@@ -266,14 +271,16 @@ def test_queue_filters_by_checklist_status_and_date(app: Any, nurse: Any) -> Non
 
 
 def test_emergency_banner_is_on_every_page_whatever_the_filter(app: Any, nurse: Any) -> None:
-    assert "EMERGENCY not acknowledged" not in nurse.get("/dashboard/").get_data(as_text=True)
+    assert "EMERGENCY waiting" not in nurse.get("/dashboard/").get_data(as_text=True)
     rid = add(app, "EMERGENCY", 120, phone="+15550005555")
     for page in ("/dashboard/?tier=SOON", "/dashboard/patients", "/dashboard/overview"):
-        assert "1 EMERGENCY not acknowledged" in nurse.get(page).get_data(as_text=True), page
+        assert "1 EMERGENCY waiting, oldest 2 min" in nurse.get(page).get_data(as_text=True), page
     alarm = nurse.get("/dashboard/alarm.json").get_json()["alarm"]
-    assert [e["id"] for e in alarm["emergencies"]] == [rid]
+    assert alarm["ids"] == [rid] and alarm["count"] == 1
+    assert alarm["url"] == f"/dashboard/escalations/{rid}"  # one: straight to it
     escalations.acknowledge(r(app), rid, "nina")
-    assert nurse.get("/dashboard/alarm.json").get_json()["alarm"]["emergencies"] == []
+    alarm = nurse.get("/dashboard/alarm.json").get_json()["alarm"]
+    assert alarm["ids"] == [] and alarm["count"] == 0 and alarm["text"] == ""
 
 
 # --------------------------------------------------------------------------- escaping
@@ -499,7 +506,8 @@ def test_overview_numbers_on_known_data(app: Any, nurse: Any) -> None:
     html = nurse.get("/dashboard/overview").get_data(as_text=True)
     assert '<p class="bignum" id="overdue-total">2</p>' in html
     assert "<td>all escalations</td><td>4</td><td>12 min 30 s</td><td>30 min 00 s</td>" in html
-    assert html.count('<rect class="bar bar-') == len(o["chart"]["bars"])
+    local = data.overview(red, now, 15 * 60, tz=ZoneInfo(app.config["CLINIC_TIMEZONE"]))
+    assert html.count('<rect class="bar bar-') == len(local["chart"]["bars"])  # clinic days
     assert "<svg" in html and "http" not in html.split("<svg", 1)[1].split("</svg>", 1)[0]
 
 

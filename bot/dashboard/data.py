@@ -7,13 +7,14 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 import redis
 
 from .. import escalations
 from ..flows import TIERS
+from ..profile import valid_phone
 from ..store import RECORDS, STATUS, Store, profile_key
 
 QUEUE_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # display order, most urgent first
@@ -82,6 +83,7 @@ class Filters:
     flow: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    mine: bool = False  # only episodes assigned to the signed-in user
     errors: dict[str, str] = field(default_factory=dict)
 
     def args(self) -> list[tuple[str, str]]:
@@ -94,6 +96,8 @@ class Filters:
             out.append(("from", self.date_from.isoformat()))
         if self.date_to:
             out.append(("to", self.date_to.isoformat()))
+        if self.mine:
+            out.append(("mine", "1"))
         return out
 
     def describe(self) -> str:
@@ -104,6 +108,8 @@ class Filters:
             parts.append(f"from={self.date_from}")
         if self.date_to:
             parts.append(f"to={self.date_to}")
+        if self.mine:
+            parts.append("mine")
         return " ".join(parts)
 
 
@@ -124,6 +130,7 @@ def parse_filters(args: Any, flows: tuple[str, ...]) -> Filters:
         f.errors["flow"] = f"unknown checklist {flow!r}"
     else:
         f.flow = flow
+    f.mine = args.get("mine") in ("1", "on", "yes")
     for name, attr in (("from", "date_from"), ("to", "date_to")):
         raw = (args.get(name) or "").strip()
         if raw:
@@ -153,8 +160,9 @@ def unresolved(store: Store, statuses: tuple[str, ...], tiers: tuple[str, ...] =
     return out
 
 
-def select(store: Store, f: Filters, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
-    """Records matching the filters, in queue order."""
+def select(store: Store, f: Filters, limit: int = MAX_ROWS, tz: tzinfo = UTC
+           ) -> list[dict[str, Any]]:
+    """Records matching the filters (dates are the clinic's days), in queue order."""
     found: list[dict[str, Any]] = []
     statuses = STATUS_FILTERS[f.status]
     if None in statuses or "resolved" in statuses:
@@ -167,7 +175,7 @@ def select(store: Store, f: Filters, limit: int = MAX_ROWS) -> list[dict[str, An
         if f.flow and f.flow != rec.get("flow") and f.flow not in (rec.get("flows") or []):
             continue
         created = parse_iso(rec.get("created_at"))
-        day = datetime.fromtimestamp(created, UTC).date() if created is not None else None
+        day = datetime.fromtimestamp(created, tz).date() if created is not None else None
         if f.date_from and (day is None or day < f.date_from):
             continue
         if f.date_to and (day is None or day > f.date_to):
@@ -196,50 +204,233 @@ def is_overdue(rec: dict[str, Any], esc: dict[str, str], now: float, deadline: f
             and created is not None and now - created > deadline)
 
 
+def clinic_time(ts: float | None, tz: tzinfo, seconds: bool = False) -> str:
+    """'2026-11-26 09:14 EST': a time in the clinic's zone, the zone beside it."""
+    if ts is None:
+        return ""
+    local = datetime.fromtimestamp(ts, tz)
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
+def clinic_today(now: float, tz: tzinfo) -> date:
+    return datetime.fromtimestamp(now, tz).date()
+
+
+def profile_today(now: float) -> date:
+    """The day "days since chemo / CAR-T" counts from: the same (UTC) day as the risk windows
+    of ``context.risk_window``, so the row never says "chemo day 8" beside "chemotherapy 9
+    days ago". (When the core counts risk windows in the clinic's days, this follows.)"""
+    return datetime.fromtimestamp(now, UTC).date()
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def years_between(born: date, today: date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def patient_facts(prof: dict[str, str], today: date) -> dict[str, Any]:
+    """What the queue row says about the patient, from the profile: age (and band), phase,
+    days since the last chemotherapy / CAR T-cell infusion / blinatumomab cycle start,
+    caregiver, MRN. ``since`` lists only what the profile knows ("day 0" is the day itself;
+    a date in the future is shown as such, never as a negative day)."""
+    born = _date(prof.get("date_of_birth"))
+    age = years_between(born, today) if born else None
+    since = []
+    for key, label in (("last_chemo_date", "chemo"), ("car_t_date", "CAR-T"),
+                         ("blinatumomab_start_date", "blinatumomab start")):
+        day = _date(prof.get(key))
+        if day is None:
+            continue
+        n = (today - day).days
+        since.append({"what": label, "days": n,
+                      "text": f"{label} day {n}" if n >= 0 else
+                      f"{label} in {-n} day{'s' if n < -1 else ''}"})
+    relationship = (prof.get("caregiver_relationship") or "").replace("_", " ")
+    caregiver = prof.get("caregiver_name") or ""
+    if caregiver and relationship:
+        caregiver = f"{caregiver} ({relationship})"
+    elif relationship:
+        caregiver = f"({relationship}, name not recorded)"
+    return {
+        "age_years": age,
+        "age_band": prof.get("age_band", ""),
+        "patient_age": ", ".join(x for x in (f"{age} y" if age is not None else "",
+                                           prof.get("age_band", "")) if x),
+        "phase": (prof.get("treatment_phase") or "").replace("_", " "),
+        "since": since,
+        "caregiver": caregiver,
+        "caregiver_phone": prof.get("caregiver_phone", ""),
+        "mrn": prof.get("mrn", ""),
+        "mrn_text": _mrn_text(prof.get("mrn", "")),
+    }
+
+
+def _mrn_text(mrn: str) -> str:
+    """'MRN 004512', or the number as it is when it already says MRN."""
+    if not mrn:
+        return ""
+    return mrn if mrn.upper().startswith("MRN") else f"MRN {mrn}"
+
+
+def words_for(reason: str, recs: list[dict[str, Any]]) -> str:
+    """The patient's own words behind a reason, when a record says so (``quotes``)."""
+    for rec in recs:
+        quotes = rec.get("quotes")
+        if isinstance(quotes, dict) and quotes.get(reason):
+            return str(quotes[reason])
+    return ""
+
+
+EPISODE_LOOKBACK = 24 * 3600  # an episode's records: from a day before its conversation began
+
+
+def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every record of ``rec``'s episode (same number, same episode), oldest first, with its
+    status. Stream ids are the time of writing, so only the records written since a day before
+    the conversation began are read, not the whole history."""
+    episode = escalations.episode_of(rec)
+    start = parse_iso(rec.get("started_at")) or parse_iso(rec.get("created_at")) or 0
+    low = max(0, int((start - EPISODE_LOOKBACK) * 1000))
+    found = []
+    phone = rec.get("phone", "")
+    for rid, fields in r.xrange(RECORDS, min=str(low), max="+"):
+        if phone not in fields["data"]:  # cheap: most records are other patients'
+            continue
+        other = {"id": rid, **json.loads(fields["data"])}
+        if other.get("phone") == phone and escalations.episode_of(other) == episode:
+            found.append(other)
+    if not any(x["id"] == rec["id"] for x in found):
+        found.append(dict(rec))
+    found.sort(key=lambda x: x["id"])
+    statuses = r.hmget(STATUS, [x["id"] for x in found])
+    for x, st in zip(found, statuses, strict=True):
+        x["status"] = st or x.get("status", "open")
+    return found
+
+
+def group_episodes(recs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records of one patient episode (same phone and episode/conversation id) together,
+    each group most urgent record first (then the oldest)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in recs:
+        groups.setdefault((rec.get("phone", ""), escalations.episode_of(rec)), []).append(rec)
+    return [sorted(g, key=lambda r: (TIER_ORDER.get(r.get("tier", ""), 9),
+                                     parse_iso(r.get("created_at")) or 0, r["id"]))
+            for g in groups.values()]
+
+
 def rows(r: redis.Redis, recs: list[dict[str, Any]], now: float, deadline: float,
-         flow_titles: dict[str, str]) -> list[dict[str, Any]]:
-    """Everything one line of the queue (HTML, JSON, CSV) shows."""
+         flow_titles: dict[str, str], tz: tzinfo = UTC) -> list[dict[str, Any]]:
+    """Everything one line of the queue (HTML, JSON, CSV) shows: one line per patient episode
+    (the records of one conversation), its tier the highest, its reasons merged, in queue
+    order."""
+    groups = group_episodes(recs)
     pipe = r.pipeline(transaction=False)
     phones = sorted({rec.get("phone", "") for rec in recs})
     for rec in recs:
         pipe.hgetall(escalations.esc_key(rec["id"]))
     for phone in phones:
-        pipe.hmget(profile_key(phone), "name", "status")
+        pipe.hgetall(profile_key(phone))
+    for group in groups:
+        phone, episode = group[0].get("phone", ""), escalations.episode_of(group[0])
+        pipe.hgetall(escalations.episode_key(phone, episode))
+        pipe.lrange(escalations.episode_events_key(phone, episode), 0, -1)
     results = pipe.execute()
-    escs = results[: len(recs)]
-    profiles = dict(zip(phones, results[len(recs):], strict=True))
+    escs = {rec["id"]: esc for rec, esc in zip(recs, results[: len(recs)], strict=True)}
+    profiles = dict(zip(phones, results[len(recs): len(recs) + len(phones)], strict=True))
+    episode_data = results[len(recs) + len(phones):]
+    today = profile_today(now)
     out = []
-    for rec, esc in zip(recs, escs, strict=True):
-        name, pstatus = profiles.get(rec.get("phone", ""), [None, None])
-        created = parse_iso(rec.get("created_at")) or now
-        flows = rec.get("flows") or ([rec["flow"]] if rec.get("flow") else [])
-        out.append({
-            "id": rec["id"],
-            "tier": rec.get("tier", ""),
-            "status": rec.get("status", "open"),
-            "kind": rec.get("kind", ""),
-            "created_at": rec.get("created_at", ""),
-            "age": age_text(now - created),
-            "age_seconds": int(now - created),
-            "phone": rec.get("phone", ""),
-            "name": name or "",
-            "patient": name or rec.get("phone", ""),
-            "patient_status": pstatus or "",
-            "registered": bool(pstatus),  # profile.save always sets a status
-            "flow": rec.get("flow", ""),
-            "checklist": ", ".join(flow_titles.get(f, f) for f in flows) or "red flag",
-            "reasons": list(rec.get("reasons") or []),
-            "page_status": esc.get("page_status", ""),
-            "page_attempts": esc.get("page_attempts", ""),
-            "page_error": esc.get("page_error", ""),
-            "overdue": is_overdue(rec, esc, now, deadline),
-            "acknowledged_by": esc.get("acknowledged_by", ""),
-            "acknowledged_at": _iso_or_blank(esc.get("acknowledged_at")),
-            "resolved_by": esc.get("resolved_by", ""),
-            "resolved_at": _iso_or_blank(esc.get("resolved_at")),
-            "resolved_note": esc.get("resolved_note", ""),
-        })
-    return out
+    for i, group in enumerate(groups):
+        state, raw_events = episode_data[2 * i], episode_data[2 * i + 1]
+        out.append(_episode_row(group, escs, profiles, state, raw_events, now, deadline,
+                                flow_titles, today, tz))
+    return queue_order(out)
+
+
+def _episode_row(group: list[dict[str, Any]], escs: dict[str, dict[str, str]],
+                 profiles: dict[str, dict[str, str]], state: dict[str, str],
+                 raw_events: list[str], now: float, deadline: float,
+                 flow_titles: dict[str, str], today: date, tz: tzinfo) -> dict[str, Any]:
+    head = group[0]  # the most urgent record: its tier is the episode's
+    phone = head.get("phone", "")
+    prof = profiles.get(phone) or {}
+    created = min((parse_iso(rec.get("created_at")) or now) for rec in group)
+    status = min((rec.get("status", "open") for rec in group),
+                 key=lambda s: STATUS_ORDER.get(s, 9))
+    flows: list[str] = []
+    reasons: list[str] = []
+    answers: dict[str, str] = {}
+    for rec in sorted(group, key=lambda r: r["id"]):  # oldest first: later answers win
+        answers.update({str(k): str(v) for k, v in (rec.get("answers") or {}).items()})
+    for rec in group:
+        for f in rec.get("flows") or ([rec["flow"]] if rec.get("flow") else []):
+            if f not in flows:
+                flows.append(f)
+        for reason in rec.get("reasons") or []:
+            if reason not in reasons:
+                reasons.append(reason)
+    quoted = [{"reason": reason, "words": words_for(reason, group)} for reason in reasons]
+    esc_list = [escs.get(rec["id"]) or {} for rec in group]
+    head_esc = esc_list[0]
+    acked = next((e for e in esc_list if e.get("acknowledged_by")), {})
+    resolved = next((e for e in esc_list if e.get("resolved_by")), {})
+    events = [json.loads(e) for e in raw_events]
+    calls = [e for e in events if e.get("action") == "call"]
+    last_call = calls[-1] if calls else None
+    facts = patient_facts(prof, today)
+    name = prof.get("name", "")
+    return {
+        "id": head["id"],
+        "ids": [rec["id"] for rec in sorted(group, key=lambda r: r["id"])],
+        "episode": escalations.episode_of(head),
+        "tier": head.get("tier", ""),
+        "status": status,
+        "kind": head.get("kind", ""),
+        "incomplete": any(rec.get("kind") == "abandoned" for rec in group),
+        "created_at": iso(created),
+        "created_local": clinic_time(created, tz),
+        "age": age_text(now - created),
+        "age_seconds": int(now - created),
+        "phone": phone,
+        "tel": f"tel:{phone}" if valid_phone(phone) else "",
+        "name": name,
+        "patient": name or phone,
+        "patient_status": prof.get("status", ""),
+        "registered": bool(prof.get("status")),  # profile.save always sets a status
+        **facts,
+        "caregiver_tel": (f"tel:{facts['caregiver_phone']}"
+                          if valid_phone(facts["caregiver_phone"]) else ""),
+        "flow": head.get("flow", ""),
+        "checklist": ", ".join(flow_titles.get(f, f) for f in flows) or "red flag",
+        "reasons": reasons,
+        "quoted": quoted,
+        "answers": answers,
+        "risk_window_assumed": any(bool(rec.get("risk_window_assumed")) for rec in group),
+        "risk_windows": list(head.get("risk_windows") or []),
+        "page_status": head_esc.get("page_status", ""),
+        "page_attempts": head_esc.get("page_attempts", ""),
+        "page_error": head_esc.get("page_error", ""),
+        "overdue": any(is_overdue(rec, esc, now, deadline)
+                       for rec, esc in zip(group, esc_list, strict=True)),
+        "acknowledged_by": acked.get("acknowledged_by", ""),
+        "acknowledged_at": _iso_or_blank(acked.get("acknowledged_at")),
+        "resolved_by": resolved.get("resolved_by", ""),
+        "resolved_at": _iso_or_blank(resolved.get("resolved_at")),
+        "resolved_note": resolved.get("resolved_note", ""),
+        "assigned_to": state.get("assigned_to", ""),
+        "calls": len(calls),
+        "last_call": (f"{escalations.CALL_OUTCOMES.get(last_call.get('outcome', ''), '?')}, "
+                      f"{clinic_time(last_call.get('ts'), tz)} by {last_call.get('who', '')}"
+                      if last_call else ""),
+        "notes": sum(1 for e in events if e.get("action") == "note"),
+    }
 
 
 def _iso_or_blank(value: str | None) -> str:
@@ -249,12 +440,28 @@ def _iso_or_blank(value: str | None) -> str:
         return ""
 
 
+def banner(rows_: list[dict[str, Any]]) -> dict[str, Any]:
+    """The alarm banner, from the unacknowledged paged rows: one sentence with each number
+    once ('3 EMERGENCY waiting, oldest 6 min'), never a list of patients."""
+    ems = [x for x in rows_ if x["tier"] == "EMERGENCY" and x["status"] == "open"]
+    oldest = max(ems, key=lambda x: x["age_seconds"]) if ems else None
+    text = ""
+    if oldest is not None:
+        wait = ("under 1 min" if oldest["age_seconds"] < 60
+                else age_text(oldest["age_seconds"]).removesuffix(" ago"))
+        text = f"{len(ems)} EMERGENCY waiting, oldest {wait}"
+    return {"count": len(ems), "text": text, "ids": [i for x in ems for i in x["ids"]],
+            "oldest_id": oldest["id"] if oldest else "",
+            "oldest_patient": oldest["patient"] if oldest else "",
+            "overdue": sum(1 for x in rows_ if x["overdue"] and x["status"] == "open")}
+
+
 # --------------------------------------------------------------------------- CSV
 
-CSV_COLUMNS = ("id", "created_at", "tier", "status", "patient", "phone", "checklist", "kind",
-               "reasons", "overdue", "page_status", "page_attempts", "page_error",
-               "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at",
-               "resolved_note")
+CSV_COLUMNS = ("id", "ids", "created_at", "created_local", "tier", "status", "patient", "phone",
+               "mrn", "checklist", "kind", "reasons", "overdue", "page_status", "page_attempts",
+               "page_error", "assigned_to", "calls", "last_call", "acknowledged_by",
+               "acknowledged_at", "resolved_by", "resolved_at", "resolved_note")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -307,12 +514,13 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def overview(r: redis.Redis, now: float, deadline: float, days: int = 30) -> dict[str, Any]:
-    """Escalations per day by tier over the last ``days`` days (UTC days, today included),
-    time to acknowledge, overdue counts."""
-    today = datetime.fromtimestamp(now, UTC).date()
+def overview(r: redis.Redis, now: float, deadline: float, days: int = 30,
+             tz: tzinfo = UTC) -> dict[str, Any]:
+    """Escalations per day by tier over the last ``days`` days (the clinic's days, today
+    included), time to acknowledge, overdue counts."""
+    today = datetime.fromtimestamp(now, tz).date()
     first = today - timedelta(days=days - 1)
-    first_ts = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()
+    first_ts = datetime(first.year, first.month, first.day, tzinfo=tz).timestamp()
     # Stream ids are the time of writing, never earlier than the record's created_at.
     entries = r.xrange(RECORDS, min=f"{int(first_ts * 1000)}", max="+")
     recs = []
@@ -339,7 +547,7 @@ def overview(r: redis.Redis, now: float, deadline: float, days: int = 30) -> dic
             continue
         acked, resolved, flag = fetched[2 * i]
         status = fetched[2 * i + 1] or rec.get("status", "open")
-        per_day[datetime.fromtimestamp(created, UTC).date()][tier] += 1
+        per_day[datetime.fromtimestamp(created, tz).date()][tier] += 1
         totals[tier] += 1
         # A record resolved straight away was acknowledged when it was resolved.
         first_action = _float(acked) if acked else _float(resolved)

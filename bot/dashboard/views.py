@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import time
+from contextlib import suppress as _suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,8 @@ from flask import (
     url_for,
 )
 
-from .. import audit, escalations, profile
+from .. import audit, escalations, profile, users
+from ..config import clinic_zone
 from ..context import risk_window
 from ..service import TriageService
 from . import bp, data
@@ -59,15 +61,45 @@ def who() -> str:
     return g.user.username
 
 
-@bp.app_template_filter("when")
-def when_filter(value: Any) -> str:
-    """Unix seconds or ISO -> 'YYYY-MM-DD HH:MM:SS UTC' (the browser adds local time)."""
+@bp.record_once
+def _clinic_zone(state: Any) -> None:
+    # An unknown zone stops the service at start-up, with the setting's name.
+    state.app.config["CLINIC_TZ"] = clinic_zone(state.app.config.get("CLINIC_TIMEZONE"))
+
+
+def tz() -> Any:
+    return current_app.config["CLINIC_TZ"]
+
+
+@bp.app_context_processor
+def zone_context() -> dict[str, Any]:
+    zone = current_app.config.get("CLINIC_TZ")
+    return {"clinic_zone": getattr(zone, "key", str(zone or "UTC"))}
+
+
+def _ts(value: Any) -> float | None:
     try:
         ts = float(value) if not isinstance(value, str) or "T" not in value else (
-            data.parse_iso(value) or 0.0)
+            data.parse_iso(value))
     except (TypeError, ValueError):
-        return str(value or "")
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else ""
+        return None
+    return ts or None
+
+
+@bp.app_template_filter("when")
+def when_filter(value: Any) -> str:
+    """Unix seconds or ISO UTC -> '2026-11-26 09:14:03 EST': the clinic's time zone, shown."""
+    ts = _ts(value)
+    if ts is None:
+        return "" if not value else str(value)
+    return data.clinic_time(ts, tz(), seconds=True)
+
+
+@bp.app_template_filter("hm")
+def hm_filter(value: Any) -> str:
+    """Like ``when`` without the seconds."""
+    ts = _ts(value)
+    return data.clinic_time(ts, tz()) if ts is not None else ""
 
 
 @bp.app_template_filter("iso")
@@ -92,31 +124,44 @@ def not_found(_exc: Any) -> Any:
 
 # --------------------------------------------------------------------------- queue
 
+def make_rows(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return data.rows(r(), recs, time.time(), deadline(), flow_titles(), tz())
+
+
 def queue_rows(f: data.Filters) -> list[dict[str, Any]]:
-    store = service().store
-    return data.rows(store.r, data.select(store, f), time.time(), deadline(), flow_titles())
+    rows = make_rows(data.select(service().store, f, tz=tz()))
+    if f.mine:
+        rows = [x for x in rows if x["assigned_to"] == who()]
+    return rows
 
 
 def alarm() -> dict[str, Any]:
-    """What the banner on every page says, whatever the queue's filters: EMERGENCY
-    escalations nobody has acknowledged yet, and how many paged ones are past the deadline."""
-    store = service().store
-    recs = data.queue_order(data.unresolved(store, ("open",), data.PAGED_TIERS))
-    rows = data.rows(store.r, recs, time.time(), deadline(), flow_titles())
-    return {"emergencies": [{"id": x["id"], "patient": x["patient"], "age": x["age"],
-                             "url": url_for("dashboard.detail", rid=x["id"])}
-                            for x in rows if x["tier"] == "EMERGENCY"],
-            "overdue": sum(1 for x in rows if x["overdue"])}
+    """What the banner on every page says, whatever the queue's filters: how many EMERGENCY
+    episodes nobody has acknowledged, how long the oldest has waited, how many paged ones are
+    past the deadline. One sentence, each number once."""
+    rows = make_rows(data.unresolved(service().store, ("open",), data.PAGED_TIERS))
+    out = data.banner(rows)
+    out["url"] = (url_for("dashboard.detail", rid=out["oldest_id"]) if out["count"] == 1
+                  else url_for("dashboard.queue", tier="EMERGENCY", status="open"))
+    return out
+
+
+def updated() -> str:
+    return data.clinic_time(time.time(), tz(), seconds=True)
+
+
+NO_ALARM = {"count": 0, "text": "", "ids": [], "overdue": 0, "url": ""}
 
 
 @bp.context_processor
 def alarm_context() -> dict[str, Any]:
-    return {"alarm": alarm() if g.get("user") else {"emergencies": [], "overdue": 0}}
+    return {"alarm": alarm() if g.get("user") else NO_ALARM}
 
 
 @bp.get("/alarm.json")
 def alarm_json() -> Any:
-    return jsonify({"alarm": alarm(), "generated_at": data.iso(time.time())})
+    return jsonify({"alarm": alarm(), "generated_at": data.iso(time.time()),
+                    "updated": updated()})
 
 
 @bp.get("/")
@@ -125,6 +170,7 @@ def queue() -> Any:
     rows = queue_rows(f)
     return render_template("dashboard/queue.html", rows=rows, f=f,
                            tiers=data.QUEUE_TIERS, statuses=tuple(data.STATUS_FILTERS),
+                           outcomes=escalations.CALL_OUTCOMES,
                            checklists=checklist_ids(), titles=flow_titles(),
                            poll_seconds=current_app.config.get("DASHBOARD_POLL_SECONDS", 5))
 
@@ -135,8 +181,8 @@ def queue_json() -> Any:
     rows = queue_rows(f)
     for row in rows:
         row["url"] = url_for("dashboard.detail", rid=row["id"])
-    return jsonify({"rows": rows, "alarm": alarm(), "errors": f.errors,
-                    "generated_at": data.iso(time.time())})
+    return jsonify({"rows": rows, "alarm": alarm(), "errors": f.errors, "me": who(),
+                    "generated_at": data.iso(time.time()), "updated": updated()})
 
 
 @bp.get("/export.csv")
@@ -163,13 +209,24 @@ def load_record(rid: str) -> dict[str, Any]:
     return rec
 
 
-def question_texts(rec: dict[str, Any]) -> dict[str, str]:
+def episode_records(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    return data.episode_records(r(), rec)
+
+
+def question_texts(recs: list[dict[str, Any]]) -> dict[str, str]:
     texts: dict[str, str] = {}
-    for fid in rec.get("flows") or []:
-        flow = service().library.flows.get(fid)
-        for q in flow.questions if flow else ():
-            texts.setdefault(q.id, q.ask)
+    for rec in recs:
+        for fid in rec.get("flows") or []:
+            flow = service().library.flows.get(fid)
+            for q in flow.questions if flow else ():
+                texts.setdefault(q.id, q.ask)
     return texts
+
+
+def colleagues() -> list[str]:
+    """Every dashboard user, for assignment and hand-over."""
+    store_r = r()
+    return sorted(u for u in store_r.smembers(users.USERS) if users.get(store_r, u))
 
 
 @bp.get("/escalations/<rid>")
@@ -177,43 +234,113 @@ def detail(rid: str) -> Any:
     return render_detail(rid)
 
 
-def render_detail(rid: str, status: int = 200) -> Any:
+def render_detail(rid: str, status: int = 200, form: dict[str, str] | None = None) -> Any:
     rec = load_record(rid)
     store = service().store
+    recs = episode_records(rec)
     whole = request.args.get("transcript") == "all"
-    row = data.rows(store.r, [rec], time.time(), deadline(), flow_titles())[0]
+    row = make_rows(recs)[0]
+    head = next(x for x in recs if x["id"] == row["id"])
     prof = profile.get(store.r, rec["phone"])
     audit.log(store.r, who(), "view_record", rid, f"patient {rec['phone']}")
+    first = min(recs, key=lambda x: data.parse_iso(x.get("started_at")) or 0)
+    last = max(recs, key=lambda x: data.parse_iso(x.get("created_at")) or 0)
+    window = {**last, "started_at": first.get("started_at") or first.get("created_at")}
+    episode = escalations.episode_of(rec)
+    ep_events = escalations.episode_events(store.r, rec["phone"], episode)
+    history = [{"ts": data.parse_iso(x.get("created_at")) or 0, "at": x.get("created_at"),
+                "action": f"recorded {x.get('tier')}", "who": "the service",
+                "note": "; ".join(x.get("reasons") or [])} for x in recs]
+    for x in recs:
+        for e in escalations.events(store.r, x["id"]):
+            if len(recs) > 1:
+                e = {**e, "note": (e.get("note") or ""), "record": x["id"]}
+            history.append(e)
+    for e in ep_events:
+        history.append({**e, **_episode_event_text(e)})
+    history.sort(key=lambda e: float(e.get("ts") or data.parse_iso(e.get("at")) or 0))
     return render_template(
-        "dashboard/detail.html", rec=rec, row=row,
-        transcript=data.transcript_window(store, rec, whole=whole), whole=whole,
-        questions=question_texts(rec), profile=prof, fields=profile.FIELDS,
-        esc=escalations.details(store.r, rid), events=escalations.events(store.r, rid),
+        "dashboard/detail.html", rec=head, row=row, recs=recs,
+        seen=",".join(x["id"] for x in recs),
+        transcript=data.transcript_window(store, window, whole=whole), whole=whole,
+        questions=question_texts(recs), profile=prof, fields=profile.FIELDS,
+        esc=escalations.details(store.r, head["id"]), history=history,
+        calls=[e for e in ep_events if e.get("action") == "call"],
+        notes=[e for e in ep_events if e.get("action") == "note"],
+        state=escalations.episode_state(store.r, rec["phone"], episode),
+        colleagues=colleagues(), outcomes=escalations.CALL_OUTCOMES,
+        called=escalations.CALLED, form=form or {},
         windows_now=risk_window(prof, time.time()) if prof else []), status
 
 
-def _act(rid: str, action: str, done: str, move: Any) -> Any:
-    """Run an escalation move (acknowledge/resolve), audit it, and go back to the record;
-    a move the escalation's state does not allow shows why, with 409."""
+def _episode_event_text(e: dict[str, Any]) -> dict[str, str]:
+    """How an episode event reads in the history."""
+    if e.get("action") == "call":
+        outcome = escalations.CALL_OUTCOMES.get(e.get("outcome", ""), e.get("outcome", ""))
+        called = escalations.CALLED.get(e.get("called", ""), "")
+        return {"action": f"call-back ({called}): {outcome}"}
+    if e.get("action") == "assign":
+        return {"action": f"assigned to {e['to']}" if e.get("to") else "unassigned"}
+    if e.get("action") == "note":
+        return {"action": "working note"}
+    return {}
+
+
+def _episode(rid: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    rec = load_record(rid)
+    return rec, episode_records(rec)
+
+
+def seen_ids(rid: str) -> set[str]:
+    """The records that were on the nurse's page when she acted: the form's ``seen`` ids, and
+    always the record whose page it was."""
+    return {*(request.form.get("seen") or "").split(","), rid}
+
+
+def unseen(recs: list[dict[str, Any]], statuses: tuple[str, ...], rid: str
+           ) -> list[dict[str, Any]]:
+    """Records of the episode in ``statuses`` that were not on the nurse's page when she acted:
+    a finding that arrived since must be read, not swept along."""
+    seen = seen_ids(rid)
+    return [x for x in recs if x["id"] not in seen and x.get("status") in statuses]
+
+
+def _act(rid: str, action: str, done: str, move: Any, recs: list[dict[str, Any]],
+         statuses: tuple[str, ...]) -> Any:
+    """Run an escalation move (acknowledge/resolve) on the episode, audit it, and go back to
+    the record. A move the episode's state does not allow, or a finding that arrived after the
+    page was drawn, shows why, with 409."""
+    late = unseen(recs, statuses, rid)
+    if late:
+        flash(f"Not {done.lower()}: a new finding arrived while you were on this page "
+              f"({', '.join(x.get('tier', '') for x in late)}). Read it, then act again.",
+              "error")
+        return render_detail(rid, 409)
     try:
-        move()
+        moved = move([x["id"] for x in recs])
     except escalations.TransitionError as exc:
         flash(f"Not {done.lower()}: {exc}.", "error")
         return render_detail(rid, 409)
-    audit.log(r(), who(), action, rid)
+    audit.log(r(), who(), action, rid,
+              f"episode records: {', '.join(moved)}" if len(recs) > 1 else "")
+    if action == "ack":
+        escalations.assign_if_nobody(r(), recs[0]["phone"], escalations.episode_of(recs[0]),
+                                     who())
     flash(f"{done}.", "ok")
     return redirect(url_for("dashboard.detail", rid=rid), code=303)
 
 
 @bp.post("/escalations/<rid>/ack")
 def acknowledge(rid: str) -> Any:
-    load_record(rid)
-    return _act(rid, "ack", "Acknowledged", lambda: escalations.acknowledge(r(), rid, who()))
+    _, recs = _episode(rid)
+    return _act(rid, "ack", "Acknowledged",
+                lambda ids: escalations.acknowledge(r(), ids, who()), recs,
+                (escalations.OPEN,))
 
 
 @bp.post("/escalations/<rid>/resolve")
 def resolve(rid: str) -> Any:
-    load_record(rid)
+    _, recs = _episode(rid)
     note = (request.form.get("note") or "").strip()
     if not note:
         flash("Not resolved: write a note (what was done, who was called).", "error")
@@ -221,7 +348,68 @@ def resolve(rid: str) -> Any:
     if len(note) > NOTE_MAX:
         flash(f"Not resolved: the note is longer than {NOTE_MAX} characters.", "error")
         return render_detail(rid, 400)
-    return _act(rid, "resolve", "Resolved", lambda: escalations.resolve(r(), rid, who(), note))
+    return _act(rid, "resolve", "Resolved",
+                lambda ids: escalations.resolve(r(), ids, who(), note), recs,
+                (escalations.OPEN, escalations.ACKNOWLEDGED))
+
+
+@bp.post("/escalations/<rid>/calls")
+def log_call(rid: str) -> Any:
+    """One call-back attempt: whom, what came of it, who called, when. Calling an episode that
+    nobody had acknowledged acknowledges it (the caller is handling it) and gives it to her if
+    nobody had it."""
+    rec, recs = _episode(rid)
+    form = {k: request.form.get(k, "") for k in ("outcome", "called", "call_note")}
+    try:
+        event = escalations.log_call(r(), rec["phone"], escalations.episode_of(rec), who(),
+                                     form["outcome"], form["called"], form["call_note"])
+    except ValueError as exc:
+        flash(f"Call not logged: {exc}.", "error")
+        return render_detail(rid, 400, form)
+    outcome = escalations.CALL_OUTCOMES[event["outcome"]]
+    audit.log(r(), who(), "call", rid, f"{outcome} ({event['called']})")
+    seen = seen_ids(rid)
+    open_seen = [x["id"] for x in recs if x["id"] in seen and x.get("status") == "open"]
+    if open_seen:
+        with _suppress(escalations.TransitionError):
+            escalations.acknowledge(r(), open_seen, who())
+            audit.log(r(), who(), "ack", rid, "by logging a call-back")
+    escalations.assign_if_nobody(r(), rec["phone"], escalations.episode_of(rec), who())
+    flash(f"Call logged: {outcome}.", "ok")
+    return redirect(url_for("dashboard.detail", rid=rid, _anchor="callback"), code=303)
+
+
+@bp.post("/escalations/<rid>/notes")
+def add_note(rid: str) -> Any:
+    rec, _ = _episode(rid)
+    text = request.form.get("working_note", "")
+    try:
+        escalations.add_note(r(), rec["phone"], escalations.episode_of(rec), who(), text)
+    except ValueError as exc:
+        flash(f"Note not saved: {exc}.", "error")
+        return render_detail(rid, 400, {"working_note": text})
+    audit.log(r(), who(), "note", rid, f"{len(text.strip())} characters")
+    flash("Note saved.", "ok")
+    return redirect(url_for("dashboard.detail", rid=rid, _anchor="notes"), code=303)
+
+
+@bp.post("/escalations/<rid>/assign")
+def assign(rid: str) -> Any:
+    """Take the episode, hand it to a colleague, or give it back (nobody)."""
+    rec, _ = _episode(rid)
+    to = who() if request.form.get("take") == "1" else users.normalise(request.form.get("to", ""))
+    if to and users.get(r(), to) is None:
+        flash(f"Not assigned: there is no user {to!r}.", "error")
+        return render_detail(rid, 400)
+    note = (request.form.get("handover_note") or "").strip()
+    if len(note) > escalations.CALL_NOTE_MAX:
+        flash(f"Not assigned: the hand-over note is longer than "
+              f"{escalations.CALL_NOTE_MAX} characters.", "error")
+        return render_detail(rid, 400)
+    escalations.assign(r(), rec["phone"], escalations.episode_of(rec), to, who(), note)
+    audit.log(r(), who(), "assign", rid, f"to {to}" if to else "unassigned")
+    flash(f"Assigned to {to}." if to else "Nobody is assigned now.", "ok")
+    return redirect(url_for("dashboard.detail", rid=rid), code=303)
 
 
 # --------------------------------------------------------------------------- registry
@@ -246,7 +434,8 @@ def patients() -> Any:
             continue
         if show in ("active", "paused", "discharged") and status != show:
             continue
-        if q and q not in phone and q not in prof.get("name", "").lower():
+        if q and q not in phone and q not in prof.get("name", "").lower() and (
+                q != prof.get("mrn", "").lower()):
             continue
         listed.append({"phone": phone, "profile": prof, "status": status,
                        "windows": risk_window(prof, now)})
@@ -288,20 +477,45 @@ def _filled(values: dict[str, str]) -> str:
     return "fields: " + ", ".join(k for k, v in values.items() if v.strip())
 
 
+def patient_history(phone: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A patient's episodes (newest first) and last 50 texts."""
+    store = service().store
+    history = sorted(make_rows(store.records(phone=phone, limit=200)),
+                     key=lambda x: x["created_at"], reverse=True)
+    texts = store.transcript(phone, count=5000)[-50:]
+    for m in texts:
+        m["at_local"] = when_filter(m.get("at"))
+        m["at_iso"] = data.iso(float(m["at"])) if _ts(m.get("at")) else ""
+    return history, texts
+
+
 @bp.get("/patients/<phone>")
 def patient(phone: str) -> Any:
     _phone_or_404(phone)
     store = service().store
     prof = profile.get(store.r, phone)
-    history = data.rows(store.r, store.records(phone=phone, limit=200), time.time(),
-                        deadline(), flow_titles())
+    history, texts = patient_history(phone)
     if not prof and not history:
         abort(404)
     audit.log(store.r, who(), "view_patient", phone)
     return render_template("dashboard/patient.html", phone=phone, profile=prof,
                            fields=profile.FIELDS, history=history,
+                           facts=data.patient_facts(prof, data.profile_today(time.time())),
                            windows=risk_window(prof, time.time()) if prof else [],
-                           transcript=store.transcript(phone, count=5000)[-50:])
+                           transcript=texts)
+
+
+@bp.get("/patients/<phone>/history.json")
+def patient_history_json(phone: str) -> Any:
+    """The patient page's live part (polled like the queue; not audited on every poll: the
+    page view that started it was)."""
+    _phone_or_404(phone)
+    history, texts = patient_history(phone)
+    for row in history:
+        row["url"] = url_for("dashboard.detail", rid=row["id"])
+        row["when"] = when_filter(row["created_at"])
+    return jsonify({"rows": history, "texts": texts, "alarm": alarm(),
+                    "generated_at": data.iso(time.time()), "updated": updated()})
 
 
 @bp.route("/patients/<phone>/edit", methods=["GET", "POST"])
@@ -347,7 +561,7 @@ def patient_status(phone: str) -> Any:
 @bp.get("/overview")
 def overview() -> Any:
     return render_template("dashboard/overview.html",
-                           o=data.overview(r(), time.time(), deadline()),
+                           o=data.overview(r(), time.time(), deadline(), tz=tz()),
                            tiers=data.QUEUE_TIERS)
 
 
