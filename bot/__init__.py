@@ -248,7 +248,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                                      app.config["FLOWS_DIR"])
     engine = Engine(library, oncology_line=app.config["ONCOLOGY_LINE_NUMBER"],
                     care_team=app.config["CARE_TEAM_NUMBER"],
-                    max_body_chars=app.config["MAX_BODY_CHARS"])
+                    max_body_chars=app.config["MAX_BODY_CHARS"], rules_version=version)
     store = Store.from_url(app.config["REDIS_URL"],
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
                            dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600)

@@ -93,8 +93,10 @@ def new_session() -> dict[str, Any]:
 
 class Engine:
     def __init__(self, library: Library, *, oncology_line: str = "", care_team: str = "",
-                 max_body_chars: int = 1600, emergency_hold_seconds: float = 24 * 3600):
+                 max_body_chars: int = 1600, emergency_hold_seconds: float = 24 * 3600,
+                 rules_version: str = ""):
         self.lib = library
+        self.rules_version = rules_version  # bot.rules_version: flows/VERSION + content hash
         self.msg = library.messages
         self.oncology_line = oncology_line or "the number your team gave you"
         self.care_team = care_team or "the number your team gave you"
@@ -376,13 +378,13 @@ class Engine:
             "answers": answers,
             "kind": kind,
             "conversation_id": conv.get("id", ""),
-            "episode_id": conv.get("id", ""),
+            "episode_id": conv.get("episode_id") or conv.get("id", ""),
             "quotes": dict(conv.get("quotes") or {}),
             "texter": session.get("texter") or "patient",
             "risk_window_assumed": bool(risk_from) and not session.get("risk_window") and (
                 risk_from != "patient_text"),
             "risk_window_reported": risk_from == "patient_text",
-            "rules_version": self.lib.messages.get("rules_version", ""),
+            "rules_version": self.rules_version,
             "started_at": iso(conv.get("started_at", now)),
             "created_at": iso(now),
         }
@@ -488,8 +490,15 @@ class _Turn:
         prior = {k: v for k, v in self.s.get("prior", {}).items()
                  if self.now - v.get("at", 0) <= v.get("hours", 0) * 3600}
         self.s["prior"] = prior
+        prev = self.s.get("conv") or {}
+        conv_id = uuid.uuid4().hex[:12]
+        # One episode per patient while the session lives: a conversation that follows another
+        # (a new symptom after an outcome, the text after a red flag) is the same episode for
+        # the care team (one dashboard row).
+        episode = (prev.get("episode_id") or prev.get("id")) if prev else None
         conv = {
-            "id": uuid.uuid4().hex[:12], "started_at": self.now, "flows": [], "queue": [],
+            "id": conv_id, "episode_id": episode or conv_id,
+            "started_at": self.now, "flows": [], "queue": [],
             "answers": {}, "facts": {f"prior_{k}": v for k, v in prior.items()}, "retries": {},
             "red_flags": [], "recorded": False, "signs": [], "values": {}, "quotes": {},
             "text_ctx": [],
