@@ -26,8 +26,11 @@ class RulesVersionError(ValueError):
 
 
 def flow_files(flows_dir: str | Path) -> list[Path]:
-    """The files whose content makes the rules: the same ``*.yaml`` the loader reads."""
-    return sorted(Path(flows_dir).glob("*.yaml"), key=lambda p: p.name)
+    """The files whose content makes the rules: the same ``*.yaml`` the loader reads, and the
+    reader's language files (``language/``: ConText words, the English word list)."""
+    base = Path(flows_dir)
+    files = [*base.glob("*.yaml"), *(p for p in base.glob("language/*") if p.is_file())]
+    return sorted(files, key=lambda p: p.relative_to(base).as_posix())
 
 
 def content_hash(flows_dir: str | Path) -> str:
@@ -36,7 +39,8 @@ def content_hash(flows_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for path in flow_files(flows_dir):
         data = path.read_bytes()
-        name = path.name.encode()
+        name = (path.name if path.parent == Path(flows_dir) else
+                f"{path.parent.name}/{path.name}").encode()
         digest.update(len(name).to_bytes(4, "big") + name)
         digest.update(len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()[:HASH_CHARS]

@@ -48,7 +48,8 @@ from pathlib import Path
 wheel, root = sys.argv[1], Path(sys.argv[2])
 names = set(zipfile.ZipFile(wheel).namelist())
 z = zipfile.ZipFile(wheel)
-want = {f"bot/_flows/{p.name}": p for p in [*root.glob("flows/*.yaml"), root / "flows/VERSION"]}
+want = {f"bot/_flows/{p.relative_to(root / 'flows')}": p
+        for p in [*root.glob("flows/*.yaml"), *root.glob("flows/language/*"), root / "flows/VERSION"]}
 want |= {f"bot/_vignettes/{p.name}": p for p in root.glob("tests/vignettes/*.yaml")}
 want |= {f"bot/dashboard/{p.relative_to(root / 'bot/dashboard')}": p
          for folder in ("templates", "static") for p in (root / "bot/dashboard" / folder).rglob("*")
@@ -134,6 +135,8 @@ secret() { "$venv/python" -c "import json,sys; print(json.load(open(sys.argv[1])
 REDIS_URL="unix://$tmp/run/instance/redis.sock" PUBLIC_BASE_URL="https://triage.example.org" \
   TWILIO_AUTH_TOKEN="$(secret TWILIO_AUTH_TOKEN)" SECRET_KEY="$(secret SECRET_KEY)" \
   CARE_TEAM_API_TOKEN="$(secret CARE_TEAM_API_TOKEN)" \
+  ONCOLOGY_LINE_NUMBER="+1 555 010 0100" CARE_TEAM_NUMBER="+1 555 010 0200" \
+  ON_CALL_NUMBERS="+15550100999" \
   "$venv/gunicorn" --config "$root/gunicorn.conf.py" --bind "127.0.0.1:$gport" --workers 1 \
   wsgi:app >"$tmp/gunicorn.log" 2>&1 &
 pids+=($!)
@@ -156,6 +159,9 @@ else:
 token = json.loads(Path("instance/dev-secrets.json").read_text())["TWILIO_AUTH_TOKEN"]
 form = {"From": "+1555" + str(uuid.uuid4().int)[:7], "To": "+15550009999", "NumMedia": "0",
         "Body": "my temp is 101F", "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AC1"}
+status, body = signed_post(f"{base}/sms", token, form, "https://triage.example.org/sms")
+assert status == 200 and "ANY of these" in body, (status, body[:300])  # rule 7: the screen
+form = {**form, "Body": "no", "MessageSid": "SM" + uuid.uuid4().hex}
 status, body = signed_post(f"{base}/sms", token, form, "https://triage.example.org/sms")
 assert status == 200 and "Call the 24-hour oncology line now" in body, (status, body[:300])
 print("check_wheel: gunicorn /healthz 200; signed /sms (signed for PUBLIC_BASE_URL) triaged")
