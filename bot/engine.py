@@ -353,6 +353,7 @@ class Engine:
         text = (body or "")[: self.max_body_chars]
         norm = " ".join(parsing.words(text))
         ctx = _Turn(self, session, phone, now)
+        ctx.cut = len(body or "") > self.max_body_chars  # said in the reply, never silent
         return ctx.run(text, norm, num_media)
 
     # ------------------------------------------------------------------ records
@@ -477,10 +478,14 @@ class _Turn:
         self.records: list[dict[str, Any]] = []
         self.m = engine.msg
         self.intro = ""  # a mandatory first part of this turn's reply (first-contact line)
+        self.cut = False  # the text was longer than MAX_BODY_CHARS and only its start was read
 
     # -- helpers
     def result(self, reply: str | None) -> Result:
         self.s["last_seen"] = self.now
+        if reply is not None and self.cut:
+            reply = self.e.compose(reply, Opt(self.m["too_long"].format(
+                chars=self.e.max_body_chars)))
         if reply is not None:
             reply = to_gsm7(reply)
         return Result(reply, self.s, self.records,

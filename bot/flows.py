@@ -687,7 +687,7 @@ REQUIRED_MESSAGES = ("greeting", "greeting_short", "menu", "menu_item", "not_und
                      "red_flag", "red_flag_after", "store_down", "already_opted_out",
                      "follow_up_generic", "something_else_label", "something_else_ask",
                      "unrecognised", "closing", "noted", "ack_reask", "question_reask", "example",
-                     "why", "get_thermometer", "multi_rest", "tier_short")
+                     "why", "get_thermometer", "multi_rest", "tier_short", "too_long")
 TIER_PLACEHOLDERS = {"oncology_line", "care_team", "you", "your", "are_you", "do_you",
                      "have_you", "you_have", "you_are", "You", "Your", "Are_you", "Do_you",
                      "Have_you", "You_have", "You_are"}
