@@ -137,6 +137,12 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "APP_ENV": env("APP_ENV", "").strip().lower(),
         # Redis: unset means "start an embedded redis-server under INSTANCE_PATH".
         "REDIS_URL": env("REDIS_URL", "") or None,
+        # Every Redis call's connect and read timeout: a stalled Redis costs one of these, then
+        # the circuit breaker answers without Redis (docs/reliability.md).
+        "REDIS_TIMEOUT_MS": _int_("REDIS_TIMEOUT_MS", 500),
+        # Texts received while Redis is unreachable, fsync'd here and replayed when it returns
+        # (unset: spool/ under INSTANCE_PATH). Must be a persistent, local disk.
+        "SPOOL_DIR": env("SPOOL_DIR", ""),
         "INSTANCE_PATH": env("INSTANCE_PATH", str(default_instance_path())),
         # Twilio
         "TWILIO_AUTH_TOKEN": env("TWILIO_AUTH_TOKEN", ""),
@@ -151,11 +157,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         # Voice escalation of an EMERGENCY page (docs/worker.md): the numbers called in turn
         # (unset: ON_CALL_NUMBERS, in order) and when.
         "ON_CALL_ROTA": env("ON_CALL_ROTA", ""),
-        "VOICE_IF_UNDELIVERED_MINUTES": _int("VOICE_IF_UNDELIVERED_MINUTES", 2),
-        "VOICE_IF_UNACKNOWLEDGED_MINUTES": _int("VOICE_IF_UNACKNOWLEDGED_MINUTES", 5),
-        "VOICE_MAX_CALLS": _int("VOICE_MAX_CALLS", 6),
-        "VOICE_RING_SECONDS": _int("VOICE_RING_SECONDS", 30),
-        "VOICE_STEP_TIMEOUT_SECONDS": _int("VOICE_STEP_TIMEOUT_SECONDS", 180),
+        "VOICE_IF_UNDELIVERED_MINUTES": _int_("VOICE_IF_UNDELIVERED_MINUTES", 2),
+        "VOICE_IF_UNACKNOWLEDGED_MINUTES": _int_("VOICE_IF_UNACKNOWLEDGED_MINUTES", 5),
+        "VOICE_MAX_CALLS": _int_("VOICE_MAX_CALLS", 6),
+        "VOICE_RING_SECONDS": _int_("VOICE_RING_SECONDS", 30),
+        "VOICE_STEP_TIMEOUT_SECONDS": _int_("VOICE_STEP_TIMEOUT_SECONDS", 180),
         "SECRET_KEY": env("SECRET_KEY", ""),
         # Behaviour
         "FLOWS_DIR": env("FLOWS_DIR", str(default_flows_dir())),

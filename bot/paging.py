@@ -52,6 +52,8 @@ DEADLINES = "triage:pages:deadline"
 PAGED_TIERS = ("EMERGENCY", "URGENT")
 WORRYING_TIERS = ("SOON", "URGENT", "EMERGENCY")
 LEASE_SECONDS = 120.0       # a claimed job not finished by then is picked up again
+EMERGENCY_LEASE_SECONDS = 15.0  # ... an EMERGENCY page sooner: a crash delays it <= ~30 s
+DEAD_LETTERS = "triage:deadletter"  # list: records that could not be read (JSON), newest first
 MAX_BACKOFF_SECONDS = 1800.0
 BATCH = 100
 WORKER = "worker"           # the "who" of the worker's events
@@ -138,24 +140,37 @@ def read_new(r: redis.Redis, consumer: str, *, count: int = BATCH,
         resp = r.xautoclaim(RECORDS, GROUP, consumer, min_idle_time=claim_idle_ms,
                             start_id=start, count=count)
         start, claimed = resp[0], resp[1]
-        entries.extend(_parse(rid, fields) for rid, fields in claimed)
+        entries.extend(_parse(r, rid, fields) for rid, fields in claimed)
         if start in ("0-0", b"0-0") or not claimed:
             break
     if len(entries) < count:
         for _stream, items in r.xreadgroup(GROUP, consumer, {RECORDS: ">"},
                                            count=count - len(entries)) or []:
-            entries.extend(_parse(rid, fields) for rid, fields in items)
+            entries.extend(_parse(r, rid, fields) for rid, fields in items)
     return entries
 
 
-def _parse(rid: str, fields: dict[str, str] | None) -> tuple[str, dict[str, Any] | None]:
-    if not fields or "data" not in fields:
+def _parse(r: redis.Redis, rid: str, fields: dict[str, str] | None
+           ) -> tuple[str, dict[str, Any] | None]:
+    if not fields:
         return rid, None  # trimmed or deleted meanwhile
     try:
-        return rid, json.loads(fields["data"])
-    except ValueError:
-        log.error("record %s is not valid JSON; skipped", rid)
+        rec = json.loads(fields["data"])
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rid, rec
+    except (KeyError, ValueError) as exc:
+        dead_letter(r, rid, fields, f"{type(exc).__name__}: {exc}"[:200])
         return rid, None
+
+
+def dead_letter(r: redis.Redis, rid: str, fields: dict[str, str], why: str) -> None:
+    """A record nobody can read is not acknowledged silently: it is kept (as stored) on the
+    dead-letter list, which /healthz and the dashboard banner raise as an alarm."""
+    entry = {"id": rid, "why": why, "fields": {k: str(v)[:4000] for k, v in fields.items()}}
+    r.lpush(DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
+    log.error("record %s cannot be read (%s): moved to %s; ALARM raised", rid, why,
+              DEAD_LETTERS)
 
 
 def ack(r: redis.Redis, rid: str) -> None:
@@ -254,7 +269,9 @@ class Pager:
             return False
         if not self.r.hsetnx(key, "page_status", PENDING):
             return False
-        self.r.hset(key, mapping={"page_kind": kind, "page_attempts": 0, "page_round": 1,
+        tier = (self.store.record(rid) or {}).get("tier", "")
+        self.r.hset(key, mapping={"page_kind": kind, "page_tier": tier, "page_attempts": 0,
+                                  "page_round": 1,
                                   "page_round_attempts": 0, "page_delivered": "[]",
                                   "page_next_at": now})
         if note:
@@ -266,7 +283,9 @@ class Pager:
     def send_due(self, now: float) -> int:
         sent = 0
         for rid in due_members(self.r, DUE, now):
-            if not claim_due(self.r, DUE, rid, now, now + LEASE_SECONDS):
+            lease = (EMERGENCY_LEASE_SECONDS if self.r.hget(esc_key(rid), "page_tier")
+                     == "EMERGENCY" else LEASE_SECONDS)
+            if not claim_due(self.r, DUE, rid, now, now + lease):
                 continue  # another worker has it
             try:
                 if self.attempt(rid, now):
@@ -299,6 +318,9 @@ class Pager:
             try:
                 self.outbox.send_tracked(rid, number, body, ON_CALL, now)
                 delivered.append(number)
+                # at once: a worker killed before the round ends must not text this number
+                # again when the page is taken over
+                self.r.hset(key, "page_delivered", json.dumps(delivered))
             except SendError as exc:
                 errors.append(f"{mask_phone(number)}: {exc}")
             except Exception as exc:  # a backend bug must not stop the retries
