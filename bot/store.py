@@ -246,7 +246,7 @@ def _embedded_redis_url(folder: Path) -> str:
         "unixsocketperm 700\n"
         f"dir {folder}\n"
         "appendonly yes\n"
-        "appendfsync everysec\n"
+        "appendfsync always\n"
         "dbfilename dump.rdb\n"
         f"logfile {folder / 'redis.log'}\n"
         f"pidfile {folder / 'redis.pid'}\n"

@@ -334,8 +334,11 @@ def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
 # ------------------------------------------------------------------ the scenarios
 
 def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = None,
-                seed: int | None = None) -> dict[str, Any]:
-    """Item 1: SIGKILL gunicorn workers at random moments under red-flag load."""
+                seed: int | None = None, max_kills: int | None = None,
+                every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0
+                ) -> dict[str, Any]:
+    """Item 1: SIGKILL gunicorn workers at random moments (every ``every`` seconds, at most
+    ``max_kills``) under red-flag load."""
     random.seed(seed)
     with _folder(folder) as tmp:
         rs = RedisServer(tmp, free_port(), aof=False)
@@ -350,7 +353,9 @@ def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = Non
                     # at random moments, a worker that has finished booting (so the kill
                     # lands on a request in progress, not on a worker still loading flows)
                     nonlocal kills
-                    while not done.wait(random.uniform(0.1, 0.5)):
+                    while not done.wait(random.uniform(*every)):
+                        if max_kills is not None and kills >= max_kills:
+                            return
                         pids = [p for p in server.workers() if _age(p) > 1.0]
                         if pids:
                             try:
@@ -362,7 +367,7 @@ def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = Non
                 k = threading.Thread(target=killer)
                 k.start()
                 try:
-                    phones = load(server, messages, threads, tally)
+                    phones = load(server, messages, threads, tally, spacing=spacing)
                 finally:
                     done.set()
                     k.join()

@@ -24,7 +24,7 @@ from bot.paging import DEAD_LETTERS, DUE, EMERGENCY_LEASE_SECONDS
 from bot.spool import Spool
 from bot.store import RECORDS, Store
 from bot.worker import HEARTBEAT, SILENT_AFTER, tick
-from conftest import Phone, free_port, redis_server_binary, settings
+from conftest import WORKER_SETTINGS, Phone, free_port, redis_server_binary, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("kill_test", ROOT / "scripts" / "kill_test.py")
@@ -34,6 +34,7 @@ sys.modules["kill_test"] = kill_test  # dataclasses look their module up
 _spec.loader.exec_module(kill_test)
 
 RED_FLAG = "I cant breathe"
+APP_SETTINGS = WORKER_SETTINGS  # on-call numbers: EMERGENCY records are paged
 
 
 def emergencies(app: Any) -> list[dict[str, Any]]:
@@ -89,8 +90,9 @@ def test_kill_gunicorn_workers_under_red_flag_load_short(tmp_path: Path) -> None
     """Short form of `python scripts/kill_test.py worker-kill`: real gunicorn (the project's
     config, 3 workers), real Redis, SIGKILL at random moments, retries with the same
     MessageSid: EMERGENCY records == 'Call 911 now.' replies."""
-    out = kill_test.worker_kill(messages=120, threads=6, folder=tmp_path)
-    assert out["sigkills"] >= 1, out
+    out = kill_test.worker_kill(messages=120, threads=6, folder=tmp_path, max_kills=6,
+                                every=(0.3, 0.6), spacing=0.2)
+    assert out["sigkills"] >= 3, out
     assert kill_test.verdict(out) == [], out
     assert out["emergency_records"] == out["told_call_911"] == out["texts"], out
 
@@ -289,3 +291,20 @@ def test_emergency_page_lease_is_short_and_a_killed_sender_texts_no_number_twice
     sms.send = real_send
     tick(app, t0 + EMERGENCY_LEASE_SECONDS + 1)  # another worker takes the page over
     assert len(sms.to(ON_CALL[0])) == 1 and len(sms.to(ON_CALL[1])) == 1  # no duplicate
+
+
+# ------------------------------------------------------------------ item 6: durability stated
+
+def test_compose_redis_fsyncs_every_write_and_the_spool_is_on_a_volume() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--appendfsync") + 1] == "always"
+    assert command[command.index("--appendonly") + 1] == "yes"
+    for name in ("web", "worker"):
+        svc = compose["services"][name]
+        spool = svc["environment"]["SPOOL_DIR"]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert any(spool.startswith(path) for path in mounts), (name, spool, mounts)
+        assert all(m in compose["volumes"] for m in mounts.values())
