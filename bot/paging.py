@@ -59,6 +59,8 @@ BATCH = 100
 WORKER = "worker"           # the "who" of the worker's events
 
 PENDING, SENT, FAILED, RETRYING, NOT_PAGED = "pending", "sent", "failed", "retrying", "not_paged"
+MERGED = "merged"  # same episode and tier as an open escalation already paged
+PAGE_ONCE_TTL = 7 * 24 * 3600
 
 # Claim a due job: only the worker that moves its score forward runs it (several workers).
 _CLAIM = """
@@ -246,10 +248,21 @@ class Pager:
         self.s = settings
 
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
-        """Route one new record: start its page and its acknowledgement deadline."""
+        """Route one new record: start its page and its acknowledgement deadline; or, when
+        the same episode already has an open escalation of the same tier that was paged,
+        merge into it (MERGED: no page, no deadline, no call of its own)."""
         kind = page_kind(rec)
         if kind is None:
             return None
+        holder = self._paged_for_episode(rid, rec) if kind == "new" else None
+        if holder:
+            if self.r.hsetnx(esc_key(rid), "page_status", MERGED):
+                self.r.hset(esc_key(rid), mapping={"page_kind": kind, "merged_into": holder,
+                                                   "page_error": ""})
+                add_event(self.r, rid, "page_merged", WORKER,
+                          f"same conversation, same tier: escalation {holder} is open and "
+                          "was paged; not paged again", now)
+            return MERGED
         if rec.get("tier") in PAGED_TIERS:
             self.r.zadd(DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline}, nx=True)
         self.start_page(rid, kind, now)
@@ -278,6 +291,22 @@ class Pager:
             add_event(self.r, rid, "page_queued", WORKER, note, now)
         self.r.zadd(DUE, {rid: now})
         return True
+
+    def _paged_for_episode(self, rid: str, rec: dict[str, Any]) -> str | None:
+        """The open escalation already paged for this record's episode and tier, if any; else
+        this record becomes the one paged for them."""
+        episode = rec.get("episode_id") or rec.get("conversation_id")
+        if not episode:
+            return None
+        key = f"triage:pageonce:{{{rec.get('phone', '')}}}:{episode}:{rec.get('tier')}"
+        if self.r.set(key, rid, nx=True, ex=PAGE_ONCE_TTL):
+            return None
+        holder = self.r.get(key)
+        if holder and holder != rid and status(self.r, holder) == OPEN:
+            return str(holder)
+        if holder != rid:  # the earlier one was acknowledged or resolved: this one pages
+            self.r.set(key, rid, ex=PAGE_ONCE_TTL)
+        return None
 
     # -- sending
     def send_due(self, now: float) -> int:

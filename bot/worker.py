@@ -42,7 +42,7 @@ from flask import Flask
 
 from . import notify
 from .followup import FollowUps
-from .paging import BATCH, Pager, PagingSettings, consume
+from .paging import BATCH, MERGED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     """What one new triage record starts."""
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
-    rt.voice.on_record(rid, rec, now)
+    if kind != MERGED:  # a merged record rides on the escalation already paged (and called)
+        rt.voice.on_record(rid, rec, now)
     if origin and kind is None and rec.get("kind") == "abandoned":
         # No complete reply to a re-check after a worrying answer: rule 5, alert the team.
         rt.pager.start_page(origin, "no_follow_up_reply", now,

@@ -308,3 +308,29 @@ def test_compose_redis_fsyncs_every_write_and_the_spool_is_on_a_volume() -> None
         mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
         assert any(spool.startswith(path) for path in mounts), (name, spool, mounts)
         assert all(m in compose["volumes"] for m in mounts.values())
+
+
+# ------------------------------------------------------------------ item 4: pages a phone can bear
+
+def test_a_red_flag_flood_from_one_conversation_pages_each_number_once(app: Any, phone: Phone,
+                                                                        sms: Any) -> None:
+    from bot import escalations
+    from conftest import ON_CALL
+
+    r = app.extensions["triage"].store.r
+    for _ in range(25):
+        assert phone.send(RED_FLAG).startswith("Call 911 now.")  # always honoured
+    recs = emergencies(app)
+    assert len(recs) >= 2  # every red flag still recorded
+    t0 = time.time()
+    tick(app, t0)
+    assert [len(sms.to(n)) for n in ON_CALL] == [1, 1]
+    first = min(recs, key=lambda rec: rec["id"])["id"]
+    merged = [rec["id"] for rec in recs if rec["id"] != first]
+    assert all(escalations.details(r, rid)["merged_into"] == first for rid in merged)
+    assert all(escalations.details(r, rid)["page_status"] == "merged" for rid in merged)
+    # once the paged one is acknowledged, a new red flag is a new page
+    escalations.acknowledge(r, first, "nina", t0)
+    phone.send(RED_FLAG)
+    tick(app, t0 + 1)
+    assert [len(sms.to(n)) for n in ON_CALL] == [2, 2]
