@@ -317,11 +317,16 @@ class Store:
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 0.5,
                  connect_timeout: float = 0.5, **kwargs: Any) -> Store:
-        """Tight timeouts and no client-side retries: a stalled Redis costs one timeout per
-        call, and the circuit breaker (``breaker.py``) stops the calls after the first."""
+        """Tight timeouts and no retry after a timeout: a stalled Redis costs one timeout, and
+        the circuit breaker (``breaker.py``) stops the calls after the first. (redis-py's
+        default, three retries with backoff, made a stalled Redis cost ~15 s a message.)"""
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
                                       socket_connect_timeout=connect_timeout,
-                                      health_check_interval=30, retry=Retry(NoBackoff(), 0),
+                                      health_check_interval=30,
+                                      # one immediate reconnect for a connection Redis
+                                      # closed (a restart); never a retry after a timeout
+                                      retry=Retry(NoBackoff(), 1,
+                                                  supported_errors=(redis.ConnectionError,)),
                                       retry_on_timeout=False)
         return cls(client, **kwargs)
 
