@@ -22,6 +22,7 @@ from .engine import Engine
 from .flows import load_library
 from .rules_version import rules_version
 from .service import TriageService
+from .spool import Spool
 from .store import Store, embedded_redis_url
 
 log = logging.getLogger(__name__)
@@ -249,11 +250,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     engine = Engine(library, oncology_line=app.config["ONCOLOGY_LINE_NUMBER"],
                     care_team=app.config["CARE_TEAM_NUMBER"],
                     max_body_chars=app.config["MAX_BODY_CHARS"], rules_version=version)
+    timeout = max(50, int(app.config.get("REDIS_TIMEOUT_MS") or 500)) / 1000
     store = Store.from_url(app.config["REDIS_URL"],
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
-                           dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600)
+                           dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600,
+                           socket_timeout=timeout, connect_timeout=timeout)
+    spool_dir = app.config.get("SPOOL_DIR") or str(Path(app.instance_path) / "spool")
     service = TriageService(store, library, engine,
-                            abandon_after_seconds=app.config["ABANDON_AFTER_MINUTES"] * 60)
+                            abandon_after_seconds=app.config["ABANDON_AFTER_MINUTES"] * 60,
+                            spool=Spool(spool_dir))
     app.extensions["triage"] = service
 
     from flask import redirect, url_for

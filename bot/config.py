@@ -137,6 +137,12 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "APP_ENV": env("APP_ENV", "").strip().lower(),
         # Redis: unset means "start an embedded redis-server under INSTANCE_PATH".
         "REDIS_URL": env("REDIS_URL", "") or None,
+        # Every Redis call's connect and read timeout: a stalled Redis costs one of these, then
+        # the circuit breaker answers without Redis (docs/reliability.md).
+        "REDIS_TIMEOUT_MS": _int_("REDIS_TIMEOUT_MS", 500),
+        # Texts received while Redis is unreachable, fsync'd here and replayed when it returns
+        # (unset: spool/ under INSTANCE_PATH). Must be a persistent, local disk.
+        "SPOOL_DIR": env("SPOOL_DIR", ""),
         "INSTANCE_PATH": env("INSTANCE_PATH", str(default_instance_path())),
         # Twilio
         "TWILIO_AUTH_TOKEN": env("TWILIO_AUTH_TOKEN", ""),

@@ -52,11 +52,15 @@ DEADLINES = "triage:pages:deadline"
 PAGED_TIERS = ("EMERGENCY", "URGENT")
 WORRYING_TIERS = ("SOON", "URGENT", "EMERGENCY")
 LEASE_SECONDS = 120.0       # a claimed job not finished by then is picked up again
+EMERGENCY_LEASE_SECONDS = 15.0  # ... an EMERGENCY page sooner: a crash delays it <= ~30 s
+DEAD_LETTERS = "triage:deadletter"  # list: records that could not be read (JSON), newest first
 MAX_BACKOFF_SECONDS = 1800.0
 BATCH = 100
 WORKER = "worker"           # the "who" of the worker's events
 
 PENDING, SENT, FAILED, RETRYING, NOT_PAGED = "pending", "sent", "failed", "retrying", "not_paged"
+MERGED = "merged"  # same episode and tier as an open escalation already paged
+PAGE_ONCE_TTL = 7 * 24 * 3600
 
 # Claim a due job: only the worker that moves its score forward runs it (several workers).
 _CLAIM = """
@@ -138,24 +142,37 @@ def read_new(r: redis.Redis, consumer: str, *, count: int = BATCH,
         resp = r.xautoclaim(RECORDS, GROUP, consumer, min_idle_time=claim_idle_ms,
                             start_id=start, count=count)
         start, claimed = resp[0], resp[1]
-        entries.extend(_parse(rid, fields) for rid, fields in claimed)
+        entries.extend(_parse(r, rid, fields) for rid, fields in claimed)
         if start in ("0-0", b"0-0") or not claimed:
             break
     if len(entries) < count:
         for _stream, items in r.xreadgroup(GROUP, consumer, {RECORDS: ">"},
                                            count=count - len(entries)) or []:
-            entries.extend(_parse(rid, fields) for rid, fields in items)
+            entries.extend(_parse(r, rid, fields) for rid, fields in items)
     return entries
 
 
-def _parse(rid: str, fields: dict[str, str] | None) -> tuple[str, dict[str, Any] | None]:
-    if not fields or "data" not in fields:
+def _parse(r: redis.Redis, rid: str, fields: dict[str, str] | None
+           ) -> tuple[str, dict[str, Any] | None]:
+    if not fields:
         return rid, None  # trimmed or deleted meanwhile
     try:
-        return rid, json.loads(fields["data"])
-    except ValueError:
-        log.error("record %s is not valid JSON; skipped", rid)
+        rec = json.loads(fields["data"])
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rid, rec
+    except (KeyError, ValueError) as exc:
+        dead_letter(r, rid, fields, f"{type(exc).__name__}: {exc}"[:200])
         return rid, None
+
+
+def dead_letter(r: redis.Redis, rid: str, fields: dict[str, str], why: str) -> None:
+    """A record nobody can read is not acknowledged silently: it is kept (as stored) on the
+    dead-letter list, which /healthz and the dashboard banner raise as an alarm."""
+    entry = {"id": rid, "why": why, "fields": {k: str(v)[:4000] for k, v in fields.items()}}
+    r.lpush(DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
+    log.error("record %s cannot be read (%s): moved to %s; ALARM raised", rid, why,
+              DEAD_LETTERS)
 
 
 def ack(r: redis.Redis, rid: str) -> None:
@@ -231,10 +248,21 @@ class Pager:
         self.s = settings
 
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
-        """Route one new record: start its page and its acknowledgement deadline."""
+        """Route one new record: start its page and its acknowledgement deadline; or, when
+        the same episode already has an open escalation of the same tier that was paged,
+        merge into it (MERGED: no page, no deadline, no call of its own)."""
         kind = page_kind(rec)
         if kind is None:
             return None
+        holder = self._paged_for_episode(rid, rec) if kind == "new" else None
+        if holder:
+            if self.r.hsetnx(esc_key(rid), "page_status", MERGED):
+                self.r.hset(esc_key(rid), mapping={"page_kind": kind, "merged_into": holder,
+                                                   "page_error": ""})
+                add_event(self.r, rid, "page_merged", WORKER,
+                          f"same conversation, same tier: escalation {holder} is open and "
+                          "was paged; not paged again", now)
+            return MERGED
         if rec.get("tier") in PAGED_TIERS:
             self.r.zadd(DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline}, nx=True)
         self.start_page(rid, kind, now)
@@ -254,7 +282,9 @@ class Pager:
             return False
         if not self.r.hsetnx(key, "page_status", PENDING):
             return False
-        self.r.hset(key, mapping={"page_kind": kind, "page_attempts": 0, "page_round": 1,
+        tier = (self.store.record(rid) or {}).get("tier", "")
+        self.r.hset(key, mapping={"page_kind": kind, "page_tier": tier, "page_attempts": 0,
+                                  "page_round": 1,
                                   "page_round_attempts": 0, "page_delivered": "[]",
                                   "page_next_at": now})
         if note:
@@ -262,11 +292,29 @@ class Pager:
         self.r.zadd(DUE, {rid: now})
         return True
 
+    def _paged_for_episode(self, rid: str, rec: dict[str, Any]) -> str | None:
+        """The open escalation already paged for this record's episode and tier, if any; else
+        this record becomes the one paged for them."""
+        episode = rec.get("episode_id") or rec.get("conversation_id")
+        if not episode:
+            return None
+        key = f"triage:pageonce:{{{rec.get('phone', '')}}}:{episode}:{rec.get('tier')}"
+        if self.r.set(key, rid, nx=True, ex=PAGE_ONCE_TTL):
+            return None
+        holder = self.r.get(key)
+        if holder and holder != rid and status(self.r, holder) == OPEN:
+            return str(holder)
+        if holder != rid:  # the earlier one was acknowledged or resolved: this one pages
+            self.r.set(key, rid, ex=PAGE_ONCE_TTL)
+        return None
+
     # -- sending
     def send_due(self, now: float) -> int:
         sent = 0
         for rid in due_members(self.r, DUE, now):
-            if not claim_due(self.r, DUE, rid, now, now + LEASE_SECONDS):
+            lease = (EMERGENCY_LEASE_SECONDS if self.r.hget(esc_key(rid), "page_tier")
+                     == "EMERGENCY" else LEASE_SECONDS)
+            if not claim_due(self.r, DUE, rid, now, now + lease):
                 continue  # another worker has it
             try:
                 if self.attempt(rid, now):
@@ -299,6 +347,9 @@ class Pager:
             try:
                 self.outbox.send_tracked(rid, number, body, ON_CALL, now)
                 delivered.append(number)
+                # at once: a worker killed before the round ends must not text this number
+                # again when the page is taken over
+                self.r.hset(key, "page_delivered", json.dumps(delivered))
             except SendError as exc:
                 errors.append(f"{mask_phone(number)}: {exc}")
             except Exception as exc:  # a backend bug must not stop the retries

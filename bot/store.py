@@ -12,7 +12,13 @@ one slot (Redis Cluster / Sentinel ready):
 Service-wide keys:
 
 * ``triage:records``  stream of triage records (every completed or abandoned checklist and
-  every red flag; ROUTINE too). The stream id is the record id.
+  every red flag; ROUTINE too). The stream id is the record id. A record is written in the
+  same MULTI/EXEC as the session, the MessageSid's reply and the transcript (``process``): a
+  crash at any moment leaves either all of them or none, so a Twilio retry of the same
+  MessageSid either finds the reply *and* its record, or runs the message again. (That
+  transaction spans the patient's slot and the service-wide keys: one Redis server, or a
+  Sentinel-managed primary, not Redis Cluster.) The consumer group on this stream is the
+  paging entry: the worker pages from it, so the page is as durable as the record.
 * ``triage:status``  hash: record id -> open / acknowledged / resolved
 * ``triage:inflight``  sorted set: phone -> last message time, while a checklist is open
 """
@@ -34,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,14 @@ INFLIGHT = "triage:inflight"
 OPTED_OUT_STATE = "opted_out"  # the engine's state after STOP
 TRANSCRIPT_MAX = 1000
 TRANSCRIPT_TTL = 90 * 24 * 3600
+
+# One record: the stream entry and its status, in one step (also queued inside the per-message
+# MULTI, where the stream id is not known to the client until EXEC).
+_APPEND_RECORD = """
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+redis.call('HSET', KEYS[2], id, ARGV[2])
+return id
+"""
 
 
 def session_key(phone: str) -> str:
@@ -230,7 +246,7 @@ def _embedded_redis_url(folder: Path) -> str:
         "unixsocketperm 700\n"
         f"dir {folder}\n"
         "appendonly yes\n"
-        "appendfsync everysec\n"
+        "appendfsync always\n"
         "dbfilename dump.rdb\n"
         f"logfile {folder / 'redis.log'}\n"
         f"pidfile {folder / 'redis.pid'}\n"
@@ -299,9 +315,19 @@ class Store:
         self.dedup_ttl = dedup_ttl
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Store:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                      socket_connect_timeout=2, health_check_interval=30)
+    def from_url(cls, url: str, *, socket_timeout: float = 0.5,
+                 connect_timeout: float = 0.5, **kwargs: Any) -> Store:
+        """Tight timeouts and no retry after a timeout: a stalled Redis costs one timeout, and
+        the circuit breaker (``breaker.py``) stops the calls after the first. (redis-py's
+        default, three retries with backoff, made a stalled Redis cost ~15 s a message.)"""
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
+                                      socket_connect_timeout=connect_timeout,
+                                      health_check_interval=30,
+                                      # one immediate reconnect for a connection Redis
+                                      # closed (a restart); never a retry after a timeout
+                                      retry=Retry(NoBackoff(), 1,
+                                                  supported_errors=(redis.ConnectionError,)),
+                                      retry_on_timeout=False)
         return cls(client, **kwargs)
 
     def ping(self) -> bool:
@@ -362,34 +388,29 @@ class Store:
                         pipe.xadd(tkey, {"dir": "out", "text": result.reply, "at": f"{ts:.3f}"},
                                   maxlen=TRANSCRIPT_MAX, approximate=True)
                     pipe.expire(tkey, TRANSCRIPT_TTL)
-                    pipe.execute()
+                    # The records, their paging entry (the stream's consumer group) and the
+                    # in-flight index commit with the session, or not at all.
+                    if result.in_checklist:
+                        pipe.zadd(INFLIGHT, {phone: ts})
+                    else:
+                        pipe.zrem(INFLIGHT, phone)
+                    for record in result.records:
+                        _queue_record(pipe, record)
+                    done = pipe.execute()
                 except redis.WatchError:
                     time.sleep(min(0.002 * (attempt + 1), 0.05))
                     continue
-            self._after_commit(phone, result, ts)
-            return Saved(result.reply, False, result.records)
+            ids = done[len(done) - len(result.records):] if result.records else []
+            return Saved(result.reply, False, [{**rec, "id": rid} for rec, rid in
+                                               zip(result.records, ids, strict=True)])
         raise RuntimeError("too much contention on one patient's session")
-
-    def _after_commit(self, phone: str, result: Any, ts: float) -> None:
-        # Service-wide keys live in other slots, so they are written after the patient's own
-        # commit (a MULTI may not span slots on Redis Cluster).
-        pipe = self.r.pipeline(transaction=False)
-        if result.in_checklist:
-            pipe.zadd(INFLIGHT, {phone: ts})
-        else:
-            pipe.zrem(INFLIGHT, phone)
-        pipe.execute()
-        for record in result.records:
-            self.append_record(record)
 
     # -- triage records
     def append_record(self, record: dict[str, Any]) -> str:
-        record = dict(record)
-        record.pop("id", None)
-        record.setdefault("status", "open")
-        rid = self.r.xadd(RECORDS, {"data": json.dumps(record, separators=(",", ":"))})
-        self.r.hset(STATUS, rid, record["status"])
-        return rid
+        """One record on its own (tests, tools); messages write theirs in ``process``."""
+        pipe = self.r.pipeline(transaction=True)
+        _queue_record(pipe, record)
+        return str(pipe.execute()[0])
 
     def records(self, *, tiers: Iterable[str] = (), status: str | None = None,
                 phone: str | None = None, limit: int = 200, batch: int = 500
@@ -445,6 +466,14 @@ class Store:
 
     def stale_inflight(self, older_than: float) -> list[str]:
         return list(self.r.zrangebyscore(INFLIGHT, "-inf", older_than))
+
+
+def _queue_record(pipe: Any, record: dict[str, Any]) -> None:
+    record = dict(record)
+    record.pop("id", None)
+    record.setdefault("status", "open")
+    pipe.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
+              json.dumps(record, separators=(",", ":")), record["status"])
 
 
 def default_instance_path() -> str:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from .breaker import StoreUnavailable
 from .engine import Opt
 from .service import TriageService
 from .sms import to_gsm7
@@ -72,9 +73,17 @@ def sms() -> Response:
         return twiml(svc.engine.msg["help"])
     try:
         saved = svc.handle_sms(phone, sid, body, num_media)
+    except StoreUnavailable as exc:
+        # Redis down or stalled: answer now (within one socket timeout, or at once when the
+        # breaker is open), and keep the text on disk to be replayed when Redis returns.
+        spooled = svc.spool_inbound(phone, sid, body, num_media)
+        log.warning("Redis unavailable (%s): fallback reply to %s, text %s", exc,
+                    mask_phone(phone), "spooled" if spooled else "NOT spooled")
+        return twiml(fallback_reply(svc, body))
     except Exception:
         log.exception("could not process a message from %s", mask_phone(phone))
         return twiml(fallback_reply(svc, body))
+    svc.replay_in_background()  # texts spooled during an outage, now that Redis answers
     return twiml(saved.reply)
 
 
@@ -94,6 +103,21 @@ def fallback_reply(svc: TriageService, body: str) -> str:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    ok = service().store.ping()
-    return jsonify({"redis": "ok" if ok else "down", "status": "ok" if ok else "degraded"}), (
-        200 if ok else 503)
+    """Redis (503 when it does not answer), the worker's heartbeat (silent for more than
+    60 s: degraded), dead-lettered records, texts spooled during an outage, the breaker."""
+    from .worker import health
+
+    svc = service()
+    ok = svc.store.ping()
+    body: dict[str, object] = {"redis": "ok" if ok else "down",
+                               "breaker": svc.breaker.snapshot()["state"]}
+    if ok:
+        body.update(health(svc.store.r))
+    if svc.spool is not None:
+        body["spooled"] = svc.spool.count()
+        body["unreplayable"] = svc.spool.unreplayable()
+    alarms = [k for k in ("worker_silent", "dead_letters", "spooled", "unreplayable")
+              if body.get(k)]
+    body["status"] = "ok" if ok and not alarms else "degraded"
+    body["alarms"] = alarms
+    return jsonify(body), 200 if ok else 503

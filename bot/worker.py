@@ -42,12 +42,17 @@ from flask import Flask
 
 from . import notify
 from .followup import FollowUps
-from .paging import BATCH, Pager, PagingSettings, consume
+from .paging import BATCH, MERGED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 50  # batches of one job per tick
 HEARTBEAT = "worker:heartbeat"  # unix time of the last completed tick, any worker
+SILENT_AFTER = 60.0  # /healthz and the dashboard banner: a worker silent longer than this
+# A record a crashed worker read but never routed is taken over after this long; with the
+# EMERGENCY page lease (paging.EMERGENCY_LEASE_SECONDS) a crash delays an EMERGENCY page by
+# at most about this plus one tick.
+CLAIM_IDLE_MS = 15_000
 
 
 @dataclass
@@ -77,7 +82,7 @@ def runtime(app: Flask) -> Runtime:
                                  retry_base=settings.retry_base),
             voice=VoiceLadder(service.store, outbox, voice),
             consumer=app.config.get("WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-            claim_idle_ms=60_000,
+            claim_idle_ms=CLAIM_IDLE_MS,
         )
         app.extensions["worker"] = rt
         if not settings.on_call:
@@ -97,7 +102,8 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     """What one new triage record starts."""
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
-    rt.voice.on_record(rid, rec, now)
+    if kind != MERGED:  # a merged record rides on the escalation already paged (and called)
+        rt.voice.on_record(rid, rec, now)
     if origin and kind is None and rec.get("kind") == "abandoned":
         # No complete reply to a re-check after a worrying answer: rule 5, alert the team.
         rt.pager.start_page(origin, "no_follow_up_reply", now,
@@ -121,6 +127,7 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     rt = runtime(app)
     service = app.extensions["triage"]
+    replayed = service.replay_spool()  # texts received during an outage, first
     abandoned = service.sweep_abandoned(now)
     consumed = _drain(lambda: consume(service.store.r, rt.consumer,
                                       lambda rid, rec: route(rt, rid, rec, now),
@@ -129,8 +136,8 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     paged = _drain(lambda: rt.pager.send_due(now))
     calls = rt.voice.run_due(now)
     followed = _drain(lambda: rt.follow_ups.send_due(now))
-    return {"abandoned": len(abandoned), "records": consumed, "overdue": overdue,
-            "pages": paged, "calls": calls, "follow_ups": followed}
+    return {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
+            "overdue": overdue, "pages": paged, "calls": calls, "follow_ups": followed}
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
@@ -148,6 +155,36 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
             log.exception("worker tick failed")
         stop.wait(every)
     log.info("worker stopped")
+
+
+def health(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
+    """For /healthz and the dashboard: the worker's last tick and the dead-letter list."""
+    from .paging import DEAD_LETTERS
+
+    now = time.time() if now is None else now
+    raw = r.get(HEARTBEAT)
+    age = None if raw is None else max(0.0, now - float(raw))
+    return {"worker_last_tick_seconds_ago": None if age is None else round(age),
+            "worker_silent": age is None or age > SILENT_AFTER,
+            "dead_letters": int(r.llen(DEAD_LETTERS))}
+
+
+def banner_text(r: redis.Redis, now: float | None = None) -> str:
+    """One sentence for the dashboard banner when the worker or the records need a person."""
+    try:
+        h = health(r, now)
+    except (redis.RedisError, OSError):
+        return "Redis does not answer: texts are answered but records may be delayed."
+    parts = []
+    if h["worker_silent"]:
+        ago = h["worker_last_tick_seconds_ago"]
+        parts.append("The worker has not run " + ("yet" if ago is None else
+                                                  f"for {ago // 60} min {ago % 60} s")
+                     + ": pages, re-pages and follow-ups are NOT being sent.")
+    if h["dead_letters"]:
+        parts.append(f"{h['dead_letters']} unreadable record(s) set aside (dead letters): "
+                     "check them with the service's operator.")
+    return " ".join(parts)
 
 
 def check(max_age: float | None = None, now: float | None = None) -> tuple[bool, str]:

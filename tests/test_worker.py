@@ -46,12 +46,12 @@ def test_one_tick_does_every_job(app, sms, new_phone):
     silent.conversation("fever", "no", "37.8")  # then no reply
     t0 = time.time()
     done = tick(app, t0)
-    assert done == {"abandoned": 0, "records": 2, "overdue": 0, "pages": 1, "calls": 0,
-                    "follow_ups": 0}
+    assert done == {"replayed": 0, "abandoned": 0, "records": 2, "overdue": 0, "pages": 1,
+                    "calls": 0, "follow_ups": 0}
     done = tick(app, t0 + 16 * MIN)
     # the silent checklist is swept, read and paged in the same tick; the URGENT one is overdue
-    assert done == {"abandoned": 1, "records": 1, "overdue": 1, "pages": 2, "calls": 0,
-                    "follow_ups": 0}
+    assert done == {"replayed": 0, "abandoned": 1, "records": 1, "overdue": 1, "pages": 2,
+                    "calls": 0, "follow_ups": 0}
     done = tick(app, t0 + 61 * MIN)
     assert done["follow_ups"] == 1
     assert len(sms.to(borderline.number)) == 1

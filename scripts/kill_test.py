@@ -1,0 +1,503 @@
+"""Fault injection against the real service: gunicorn with the project's gunicorn.conf.py, a
+real redis-server, signed Twilio requests, real signals. Nothing is mocked.
+
+    python scripts/kill_test.py worker-kill [--messages 400]   # item 1: SIGKILL gunicorn workers
+    python scripts/kill_test.py redis-stall [--messages 200]   # item 2: SIGSTOP redis-server
+    python scripts/kill_test.py redis-kill  [--messages 300]   # items 3, 6: SIGKILL redis-server
+    python scripts/kill_test.py all                            # the three, full size
+
+Every scenario sends red-flag texts ("I cant breathe"), each from its own number with its own
+MessageSid, from several threads at once, and retries every request that failed or went
+unanswered with the same MessageSid, as Twilio does. At the end it counts, straight from
+Redis, the triage records against the EMERGENCY replies the phones received: every number
+answered "Call 911 now." must have exactly one EMERGENCY record (none lost, none twice). Texts
+answered while Redis was unreachable are spooled on disk and replayed (by the service on its
+next request after recovery, and by the same replay the worker runs); the count is taken after
+that replay. Prints one JSON line of figures per scenario; exits 1 if anything was lost or
+duplicated, a reply took longer than the limit, or any request got a 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import redis  # noqa: E402
+
+from conftest import (  # noqa: E402
+    API_TOKEN,
+    AUTH_TOKEN,
+    CARE_TEAM,
+    ONCOLOGY_LINE,
+    free_port,
+    redis_server_binary,
+    replies,
+    sign,
+)
+
+RED_FLAG = "I cant breathe"
+EMERGENCY_START = "Call 911 now."
+REPLY_LIMIT = 3.0  # seconds: every reply under any Redis fault (issue 8, item 2)
+
+
+# ------------------------------------------------------------------ real processes
+
+@dataclass
+class RedisServer:
+    folder: Path
+    port: int
+    aof: bool
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        persist = (["--appendonly", "yes", "--appendfsync", "always", "--save", ""] if self.aof
+                   else ["--appendonly", "no", "--save", ""])
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), *persist],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        for _ in range(400):
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+
+def service_env(redis_url: str, instance: Path, base: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "APP_ENV"}
+    env.update({"REDIS_URL": redis_url, "INSTANCE_PATH": str(instance),
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "SECRET_KEY": "kill-test-secret-key",
+                "CARE_TEAM_API_TOKEN": API_TOKEN, "ONCOLOGY_LINE_NUMBER": ONCOLOGY_LINE,
+                "CARE_TEAM_NUMBER": CARE_TEAM, "ON_CALL_NUMBERS": "+15550001111",
+                "PUBLIC_BASE_URL": base, "TWILIO_ACCOUNT_SID": "", "TWILIO_FROM_NUMBER": "",
+                "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"})
+    return env
+
+
+@contextmanager
+def gunicorn(redis_url: str, folder: Path, workers: int | None = None) -> Iterator[Any]:
+    """The service as deployed: gunicorn with the project's config (3 sync workers unless
+    told otherwise), production settings, on a free loopback port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = folder / "gunicorn.log"
+    args = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "wsgi:app"]
+    if workers:
+        args[5:5] = ["--workers", str(workers)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=service_env(redis_url, folder / "instance",
+                                                                base),
+                                stdout=out, stderr=subprocess.STDOUT)
+    server = Gunicorn(proc, port, base, log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("gunicorn exited:\n" + log.read_text())
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status in (200, 503) and len(server.workers()) >= 1:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not answer:\n" + log.read_text())
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _age(pid: int) -> float:
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Gunicorn:
+    proc: subprocess.Popen[bytes]
+    port: int
+    base: str
+    log: Path
+
+    def workers(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+
+# ------------------------------------------------------------------ Twilio, as a client
+
+@dataclass
+class Tally:
+    answered: dict[str, str] = field(default_factory=dict)   # phone -> reply received
+    latencies: list[float] = field(default_factory=list)
+    attempts: int = 0
+    retries: int = 0
+    errors_5xx: int = 0
+    other_status: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def post_sms(port: int, base: str, phone: str, sid: str, body: str, timeout: float
+             ) -> tuple[int, str]:
+    form = {"From": phone, "To": "+15550009999", "AccountSid": "ACkilltest",
+            "MessageSid": sid, "NumMedia": "0", "Body": body}
+    headers = {"X-Twilio-Signature": sign(f"{base}/sms", form),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/sms", urllib.parse.urlencode(form), headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def send_until_answered(server: Gunicorn, tally: Tally, phone: str, body: str,
+                        stop_at: float) -> None:
+    """One text, retried with the same MessageSid until it is answered (Twilio's retries)."""
+    sid = "SM" + uuid.uuid4().hex
+    while time.monotonic() < stop_at:
+        started = time.monotonic()
+        try:
+            status, text = post_sms(server.port, server.base, phone, sid, body, timeout=15)
+        except OSError:  # the worker was killed mid-request: no answer, Twilio retries
+            with tally.lock:
+                tally.attempts += 1
+                tally.retries += 1
+            time.sleep(0.05)
+            continue
+        elapsed = time.monotonic() - started
+        with tally.lock:
+            tally.attempts += 1
+            if status >= 500:
+                tally.errors_5xx += 1
+            elif status != 200:
+                tally.other_status += 1
+        if status == 200:
+            with tally.lock:
+                tally.latencies.append(elapsed)
+                tally.answered[phone] = (replies(text) or [""])[0]
+            return
+        with tally.lock:
+            tally.retries += 1
+        time.sleep(0.05)
+
+
+def load(server: Gunicorn, n: int, threads: int, tally: Tally, *, spacing: float = 0.0,
+         budget: float = 600.0) -> list[str]:
+    """``n`` red-flag texts, each from its own number, ``threads`` at a time."""
+    phones = [f"+1555{random.randrange(10**6, 10**7)}{i % 10}" for i in range(n)]
+    phones = list(dict.fromkeys(phones))
+    todo = list(phones)
+    lock = threading.Lock()
+    stop_at = time.monotonic() + budget
+
+    def run() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                phone = todo.pop()
+            send_until_answered(server, tally, phone, RED_FLAG, stop_at)
+            if spacing:
+                time.sleep(spacing)
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return phones
+
+
+# ------------------------------------------------------------------ counting
+
+def wait_for_service_replay(server: Gunicorn, folder: Path, wait: float = 20.0) -> int:
+    """After recovery: texts from a new number (each from one gunicorn worker or another) until
+    the service has replayed its own spool; returns the spooled texts still left."""
+    from bot.spool import Spool
+
+    spool = Spool(folder / "instance" / "spool")
+    deadline = time.monotonic() + wait
+    while spool.count() and time.monotonic() < deadline:
+        post_sms(server.port, server.base, "+15550000000", "SM" + uuid.uuid4().hex, "hello",
+                 timeout=15)
+        time.sleep(1.0)
+    return spool.count()
+
+
+def replay_spool(redis_url: str, folder: Path) -> int:
+    """What the worker does each tick: texts spooled during an outage, through the normal path.
+    Also done by the web process on its next request; running it here makes the count final."""
+    from bot import create_app
+
+    app = create_app({"REDIS_URL": redis_url, "INSTANCE_PATH": str(folder / "instance"),
+                      "APP_ENV": "local", "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                      "SECRET_KEY": "kill-test-secret-key", "CARE_TEAM_API_TOKEN": API_TOKEN,
+                      "ONCOLOGY_LINE_NUMBER": ONCOLOGY_LINE, "CARE_TEAM_NUMBER": CARE_TEAM,
+                      "LOG_LEVEL": "WARNING"})
+    service = app.extensions["triage"]
+    total = 0
+    for _ in range(50):
+        done = service.replay_spool()
+        total += done
+        if not service.spool.pending():
+            break
+        time.sleep(0.2)
+    return total
+
+
+def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    per_phone: dict[str, int] = {}
+    outage = 0
+    for _rid, fields in r.xrange("triage:records"):
+        rec = json.loads(fields["data"])
+        if rec.get("tier") == "EMERGENCY":
+            per_phone[rec.get("phone", "")] = per_phone.get(rec.get("phone", ""), 0) + 1
+            outage += bool(rec.get("received_during_outage"))
+    told_911 = [p for p in phones if tally.answered.get(p, "").startswith(EMERGENCY_START)]
+    lost = [p for p in told_911 if per_phone.get(p, 0) == 0]
+    duplicated = [p for p in told_911 if per_phone.get(p, 0) > 1]
+    lat = sorted(tally.latencies)
+    return {
+        "texts": len(phones),
+        "answered": len(tally.answered),
+        "told_call_911": len(told_911),
+        "emergency_records": sum(per_phone.get(p, 0) for p in phones),
+        "records_from_outage_spool": outage,
+        "lost": len(lost),
+        "duplicated": len(duplicated),
+        "unanswered": len(phones) - len(tally.answered),
+        "attempts": tally.attempts,
+        "retries_same_sid": tally.retries,
+        "http_5xx": tally.errors_5xx,
+        "reply_p50_s": round(statistics.median(lat), 3) if lat else None,
+        "reply_max_s": round(lat[-1], 3) if lat else None,
+    }
+
+
+# ------------------------------------------------------------------ the scenarios
+
+def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = None,
+                seed: int | None = None, max_kills: int | None = None,
+                every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0
+                ) -> dict[str, Any]:
+    """Item 1: SIGKILL gunicorn workers at random moments (every ``every`` seconds, at most
+    ``max_kills``) under red-flag load."""
+    random.seed(seed)
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        try:
+            with gunicorn(rs.url, tmp) as server:
+                tally = Tally()
+                kills = 0
+                done = threading.Event()
+
+                def killer() -> None:
+                    # at random moments, a worker that has finished booting (so the kill
+                    # lands on a request in progress, not on a worker still loading flows)
+                    nonlocal kills
+                    while not done.wait(random.uniform(*every)):
+                        if max_kills is not None and kills >= max_kills:
+                            return
+                        pids = [p for p in server.workers() if _age(p) > 1.0]
+                        if pids:
+                            try:
+                                os.kill(random.choice(pids), signal.SIGKILL)
+                                kills += 1
+                            except ProcessLookupError:
+                                pass
+
+                k = threading.Thread(target=killer)
+                k.start()
+                try:
+                    phones = load(server, messages, threads, tally, spacing=spacing)
+                finally:
+                    done.set()
+                    k.join()
+            replayed = replay_spool(rs.url, tmp)
+            out = {"scenario": "worker-kill", "sigkills": kills, "replayed": replayed,
+                   **count(rs.url, phones, tally)}
+        finally:
+            rs.stop()
+    return out
+
+
+def redis_stall(messages: int = 200, threads: int = 6, stall: float = 8.0,
+                folder: Path | None = None) -> dict[str, Any]:
+    """Item 2 (and 3): SIGSTOP the redis-server for ``stall`` seconds in the middle of the
+    load, then SIGCONT. Every reply within REPLY_LIMIT, none 5xx, nothing lost."""
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        try:
+            with gunicorn(rs.url, tmp) as server:
+                tally = Tally()
+                stalled = threading.Event()
+
+                def staller() -> None:
+                    time.sleep(1.0)
+                    rs.signal(signal.SIGSTOP)
+                    stalled.set()
+                    time.sleep(stall)
+                    rs.signal(signal.SIGCONT)
+
+                s = threading.Thread(target=staller)
+                s.start()
+                # spaced so that the load lasts longer than the stall
+                phones = load(server, messages, threads, tally,
+                              spacing=max(0.0, (stall + 3.0) * threads / messages))
+                s.join()
+                left = wait_for_service_replay(server, tmp)
+            replayed = replay_spool(rs.url, tmp)
+            out = {"scenario": "redis-stall", "stall_s": stall,
+                   "left_after_service_replay": left, "replayed_at_end": replayed,
+                   **count(rs.url, phones, tally)}
+        finally:
+            rs.stop()
+    return out
+
+
+def redis_kill(messages: int = 300, threads: int = 6, down: float = 4.0,
+               folder: Path | None = None) -> dict[str, Any]:
+    """Items 3 and 6: redis-server with AOF ``appendfsync always`` SIGKILLed under load, left
+    dead for ``down`` seconds (texts spooled), restarted on the same files. Every text answered
+    "Call 911 now." has its record after the restart and the replay."""
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=True)
+        rs.start()
+        try:
+            with gunicorn(rs.url, tmp) as server:
+                tally = Tally()
+                before = {}
+
+                def assassin() -> None:
+                    time.sleep(1.0)
+                    r = redis.Redis.from_url(rs.url, decode_responses=True)
+                    before["records"] = r.xlen("triage:records")
+                    rs.signal(signal.SIGKILL)
+                    time.sleep(down)
+                    rs.start()
+
+                a = threading.Thread(target=assassin)
+                a.start()
+                phones = load(server, messages, threads, tally,
+                              spacing=max(0.0, (down + 3.0) * threads / messages))
+                a.join()
+                left = wait_for_service_replay(server, tmp)
+            replayed = replay_spool(rs.url, tmp)
+            out = {"scenario": "redis-kill", "down_s": down, "aof": "appendfsync always",
+                   "records_seen_just_before_kill": before.get("records"),
+                   "left_after_service_replay": left, "replayed_at_end": replayed,
+                   **count(rs.url, phones, tally)}
+        finally:
+            rs.stop()
+    return out
+
+
+@contextmanager
+def _folder(folder: Path | None) -> Iterator[Path]:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="kill-test-") as tmp:
+        yield Path(tmp)
+
+
+def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str]:
+    problems = []
+    if out["lost"]:
+        problems.append(f"{out['lost']} EMERGENCY record(s) lost")
+    if out["duplicated"]:
+        problems.append(f"{out['duplicated']} EMERGENCY record(s) written twice")
+    if out["unanswered"]:
+        problems.append(f"{out['unanswered']} text(s) never answered")
+    if out["told_call_911"] != out["answered"]:
+        problems.append("a red-flag text was answered without 'Call 911 now.'")
+    if out["http_5xx"]:
+        problems.append(f"{out['http_5xx']} 5xx answer(s)")
+    if latency_limit and (out["reply_max_s"] or 0) > latency_limit:
+        problems.append(f"slowest reply {out['reply_max_s']} s > {latency_limit} s")
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill", "all"])
+    parser.add_argument("--messages", type=int, default=None)
+    args = parser.parse_args()
+    runs = {"worker-kill": lambda n: worker_kill(n or 400),
+            "redis-stall": lambda n: redis_stall(n or 200),
+            "redis-kill": lambda n: redis_kill(n or 300)}
+    names = list(runs) if args.scenario == "all" else [args.scenario]
+    failed = False
+    for name in names:
+        out = runs[name](args.messages)
+        limit = REPLY_LIMIT if name != "worker-kill" else None
+        problems = verdict(out, limit)
+        out["verdict"] = "PASS" if not problems else "FAIL: " + "; ".join(problems)
+        failed |= bool(problems)
+        print(json.dumps(out), flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
