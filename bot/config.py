@@ -151,11 +151,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         # Voice escalation of an EMERGENCY page (docs/worker.md): the numbers called in turn
         # (unset: ON_CALL_NUMBERS, in order) and when.
         "ON_CALL_ROTA": env("ON_CALL_ROTA", ""),
-        "VOICE_IF_UNDELIVERED_MINUTES": _int("VOICE_IF_UNDELIVERED_MINUTES", 2),
-        "VOICE_IF_UNACKNOWLEDGED_MINUTES": _int("VOICE_IF_UNACKNOWLEDGED_MINUTES", 5),
-        "VOICE_MAX_CALLS": _int("VOICE_MAX_CALLS", 6),
-        "VOICE_RING_SECONDS": _int("VOICE_RING_SECONDS", 30),
-        "VOICE_STEP_TIMEOUT_SECONDS": _int("VOICE_STEP_TIMEOUT_SECONDS", 180),
+        "VOICE_IF_UNDELIVERED_MINUTES": _int_("VOICE_IF_UNDELIVERED_MINUTES", 2),
+        "VOICE_IF_UNACKNOWLEDGED_MINUTES": _int_("VOICE_IF_UNACKNOWLEDGED_MINUTES", 5),
+        "VOICE_MAX_CALLS": _int_("VOICE_MAX_CALLS", 6),
+        "VOICE_RING_SECONDS": _int_("VOICE_RING_SECONDS", 30),
+        "VOICE_STEP_TIMEOUT_SECONDS": _int_("VOICE_STEP_TIMEOUT_SECONDS", 180),
         "SECRET_KEY": env("SECRET_KEY", ""),
         # Behaviour
         "FLOWS_DIR": env("FLOWS_DIR", str(default_flows_dir())),
