@@ -103,7 +103,7 @@ def first_action(esc: Iterable[str | None]) -> float | None:
 
 
 def acted_member(tier: str, rid: str, seconds: float, overdue: str | None) -> str:
-    return f"{tier}|{rid}|{max(0.0, seconds):.3f}|{1 if overdue == '1' else 0}"
+    return f"{tier}|{rid}|{max(0.0, seconds)!r}|{1 if overdue == '1' else 0}"
 
 
 def parse_acted(member: str) -> tuple[str, str, float, bool]:
