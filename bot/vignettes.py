@@ -26,7 +26,7 @@ import contextlib
 import re
 import secrets
 import shutil
-import subprocess
+import subprocess  # nosec B404 # starts a throwaway redis-server, fixed argv
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -163,7 +163,21 @@ def answer_for(app: Flask, pending: str, answers: dict[str, Any]) -> str:
     for name in _names(pending):
         if name in answers:
             return as_text(answers[name])
-    return DEFAULT_ANSWERS[_question_type(app, pending)]
+    return healthy(app, pending)
+
+
+def healthy(app: Flask, pending: str) -> str:
+    """How a well patient answers a question nobody scripted: no symptom, a normal reading,
+    full marks on a scored check, "yes" where "no" is the worrying answer."""
+    found = app.extensions["triage"].engine.question_at(pending)
+    if found is None:
+        return "no"
+    q = found[1]
+    if q.score is not None:
+        return "yes" if q.type == "yes_no" else f"{q.maximum:g}"
+    if q.type == "yes_no" and q.worse == "no":
+        return "yes"
+    return DEFAULT_ANSWERS[q.type]
 
 
 def openings(app: Flask) -> dict[str, str]:
@@ -199,7 +213,7 @@ class WebhookPhone:
         self.base = app.config.get("PUBLIC_BASE_URL") or "http://localhost"
 
     def send(self, body: str) -> str:
-        import xml.etree.ElementTree as ET
+        import xml.etree.ElementTree as ET  # nosec B405 # our own webhook's TwiML
 
         form = {"From": self.number, "To": "+15550009999", "AccountSid": "ACvignette",
                 "MessageSid": "SM" + secrets.token_hex(16), "NumMedia": "0", "Body": body}
@@ -209,7 +223,7 @@ class WebhookPhone:
         if resp.status_code != 200:
             raise VignetteError(f"the webhook answered HTTP {resp.status_code}")
         texts = ["".join(m.itertext()) for m in
-                 ET.fromstring(resp.get_data(as_text=True)).iter("Message")]
+                 ET.fromstring(resp.get_data(as_text=True)).iter("Message")]  # nosec B314
         return texts[0] if texts else ""
 
 
@@ -264,15 +278,16 @@ def run_vignette(app: Flask, client: Any, v: dict[str, Any], number: str | None 
     for text in v["texts"]:
         reply = phone.send(text)
         pending = note()
-    if "answers" in v:
-        answers = v.get("answers") or {}
-        for _ in range(MAX_AUTO_ANSWERS):
-            if pending is None:
-                break
-            reply = phone.send(answer_for(app, pending, answers))
-            pending = note()
-        else:
-            failures.append(f"still asking ({pending}) after {MAX_AUTO_ANSWERS} answers")
+    # A simulated patient: whatever the service still asks is answered from ``answers`` or
+    # the healthy way, so a vignette does not depend on the order of the questions.
+    answers = v.get("answers") or {}
+    for _ in range(MAX_AUTO_ANSWERS):
+        if pending is None:
+            break
+        reply = phone.send(answer_for(app, pending, answers))
+        pending = note()
+    else:
+        failures.append(f"still asking ({pending}) after {MAX_AUTO_ANSWERS} answers")
     mine = store.records(phone=phone.number, limit=1)
     rec = mine[0] if mine else {}
     out = Outcome(v, rec.get("tier"), reply, list(rec.get("reasons", [])), asked,
@@ -358,7 +373,7 @@ def throwaway_redis(folder: Path) -> Iterator[str]:
     """A real redis-server on a unix socket in ``folder`` (no TCP port, no persistence),
     stopped on exit. Never the service's own Redis."""
     sock = folder / "redis.sock"
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # nosec B603 # fixed argv: the redis-server binary, no shell
         [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm",
          "700", "--save", "", "--appendonly", "no", "--dir", str(folder)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -388,7 +403,8 @@ def throwaway_redis(folder: Path) -> Iterator[str]:
 def throwaway_settings(redis_url: str, folder: Path, flows_dir: str | Path) -> dict[str, Any]:
     """Every setting at its default (nothing from the environment: no production .env, no
     on-call numbers, no Twilio account), throwaway secrets, the flows under review."""
-    return {**config.defaults(), "REDIS_URL": redis_url, "INSTANCE_PATH": str(folder / "i"),
+    return {**config.defaults(), "APP_ENV": "local", "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(folder / "i"),
             "FLOWS_DIR": str(flows_dir), "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
             "SECRET_KEY": secrets.token_hex(32), "CARE_TEAM_API_TOKEN": secrets.token_hex(16),
             "PUBLIC_BASE_URL": "https://vignettes.invalid",

@@ -308,7 +308,7 @@ def test_patient_text_is_escaped_everywhere(app: Any, nurse: Any, phone: Any) ->
 def test_detail_shows_record_answers_transcript_profile_and_history(
         app: Any, nurse: Any, phone: Any) -> None:
     profile.save(r(app), phone.number, {"name": "Sam Reed", "age_band": "adult"})
-    phone.send("I have chest pain")  # an earlier conversation: not in this one's window
+    phone.send("I have chest pain")  # an earlier conversation of the same episode (session)
     time.sleep(2.1)
     phone.conversation("fever", "no", "38.6")
     rid = app.extensions["triage"].store.records(phone=phone.number)[0]["id"]
@@ -318,7 +318,8 @@ def test_detail_shows_record_answers_transcript_profile_and_history(
     assert "clinical-rules.md &gt; Fever and infection" in html
     assert "What is your temperature?" in html  # the question beside the answer
     texts = re.findall(r'<p class="text">([^<]*)</p>', html)
-    assert texts[0] == "fever" and "38.6" in texts and "I have chest pain" not in texts
+    # one episode per session: the transcript starts with the episode's first text
+    assert texts[0] == "I have chest pain" and "fever" in texts and "38.6" in texts
     assert texts[-1].startswith("Call ")  # the service's reply to the last answer
     whole = nurse.get(f"/dashboard/escalations/{rid}?transcript=all").get_data(as_text=True)
     assert "I have chest pain" in re.findall(r'<p class="text">([^<]*)</p>', whole)

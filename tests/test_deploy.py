@@ -195,7 +195,8 @@ def _names_read_by(path: Path) -> set[str]:
         if (isinstance(node, ast.Subscript) and getattr(node.value, "attr", None) == "environ"
                 and isinstance(node.slice, ast.Constant)):
             names.add(node.slice.value)
-    return names
+    # a WSGI request's environ (HTTP_* headers, wsgi.* keys) is not a setting
+    return {n for n in names if isinstance(n, str) and n.isupper() and not n.startswith("HTTP_")}
 
 
 def test_env_example_lists_exactly_the_settings() -> None:
