@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ import redis
 
 from .store import RECORDS, STATUS
 
+log = logging.getLogger(__name__)
 CURSOR = "triage:idx:cursor"
 ACTED = "triage:idx:acted"
 ROUTINE = "triage:idx:routine"
@@ -134,9 +136,24 @@ def catch_up(r: redis.Redis, now: float, days: int = DEFAULT_RETENTION_DAYS,
     return done
 
 
+def _decode(rid: str, fields: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(fields["data"])
+    except (KeyError, TypeError, ValueError):
+        rec = None
+    if not isinstance(rec, dict):
+        log.error("record %s cannot be read; left out of the care-team indexes", rid)
+        return None
+    return rec
+
+
 def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float,
            days: int) -> None:
-    recs = [(rid, json.loads(fields["data"])) for rid, fields in entries]
+    recs = [(rid, rec) for rid, fields in entries
+            if (rec := _decode(rid, fields)) is not None]
+    if not recs:
+        r.set(CURSOR, entries[-1][0])
+        return
     ids = [rid for rid, _ in recs]
     read = r.pipeline(transaction=False)
     read.hmget(STATUS, ids)
@@ -162,7 +179,7 @@ def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float
             if (status or rec.get("status", "open")) != "resolved":
                 write.zadd(open_key(tier), {rid: ts})
     write.zremrangebyrank(ROUTINE, 0, -ROUTINE_KEEP - 1)
-    write.set(CURSOR, ids[-1])
+    write.set(CURSOR, entries[-1][0])
     write.execute()
 
 
@@ -209,7 +226,8 @@ def tail(r: redis.Redis, cursor: str | None) -> list[tuple[str, dict[str, Any]]]
     low = f"({cursor}" if cursor else "-"
     while True:
         chunk = r.xrange(RECORDS, min=low, max="+", count=BATCH)
-        out.extend((rid, json.loads(fields["data"])) for rid, fields in chunk)
+        out.extend((rid, rec) for rid, fields in chunk
+                   if (rec := _decode(rid, fields)) is not None)
         if len(chunk) < BATCH:
             return out
         low = f"({chunk[-1][0]}"
@@ -227,8 +245,8 @@ def fetch(r: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     statuses, *found = pipe.execute()
     out = []
     for rid, status, entries in zip(ids, statuses, found, strict=True):
-        if entries:
-            rec = json.loads(entries[0][1]["data"])
+        rec = _decode(rid, entries[0][1]) if entries else None
+        if rec is not None:
             out.append({"id": rid, **rec, "status": status or rec.get("status", "open")})
     return out
 

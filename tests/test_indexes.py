@@ -242,3 +242,14 @@ def test_retention_setting(value: str | None, expected: int,
 def test_retention_setting_refuses_nonsense(value: str) -> None:
     with pytest.raises(ValueError):
         indexes.retention_days({"RECORD_INDEX_RETENTION_DAYS": value})
+
+
+def test_an_unreadable_record_does_not_stop_the_indexing(app: Any) -> None:
+    r = app.extensions["triage"].store.r
+    bad = r.xadd(RECORDS, {"data": "{not json"})
+    r.hset(STATUS, bad, "open")
+    good = add(r, rec("+15550000055", "EMERGENCY", NOW - 5))
+    assert [x["id"] for x in indexes.unresolved(r, ("open",))] == [good]
+    indexes.catch_up(r, NOW)
+    assert r.get(indexes.CURSOR) == good
+    assert [x["id"] for x in indexes.unresolved(r, ("open",))] == [good]
