@@ -34,7 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -69,9 +68,9 @@ def phone_key(phone: str) -> str:
 
 
 def retention_days(config: Any = None) -> int:
-    """RECORD_INDEX_RETENTION_DAYS from the app's config, else the environment, else 400."""
-    raw = (config or {}).get("RECORD_INDEX_RETENTION_DAYS") or os.environ.get(
-        "RECORD_INDEX_RETENTION_DAYS")
+    """RECORD_INDEX_RETENTION_DAYS from the app's config (``config.py`` reads it from the
+    environment), else 400."""
+    raw = (config or {}).get("RECORD_INDEX_RETENTION_DAYS")
     try:
         days = int(raw) if raw not in (None, "") else DEFAULT_RETENTION_DAYS
     except ValueError as exc:

@@ -199,7 +199,16 @@ def write_requests(folder: Path, batch: int, count: int, conversations: int) -> 
                         out.write(f"{sig}\t{urlencode(form)}\n")
 
 
+LOAD = {"tool": "auto"}
+
+
+def use_wrk() -> bool:
+    return LOAD["tool"] == "wrk" or (LOAD["tool"] == "auto" and bool(shutil.which("wrk")))
+
+
 def wrk(port: int, folder: Path, seconds: float) -> dict[str, Any]:
+    if not use_wrk():
+        return pyload(port, folder, seconds)
     script = folder / "bench.lua"
     script.write_text(LUA)
     out = subprocess.run(
@@ -210,6 +219,65 @@ def wrk(port: int, folder: Path, seconds: float) -> dict[str, Any]:
     res = json.loads(line)
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
     return res
+
+
+def pyload(port: int, folder: Path, seconds: float) -> dict[str, Any]:
+    """The Python load generator used when wrk is not installed: the same pre-signed requests,
+    CONNECTIONS keep-alive connections, each number's messages on one connection, in order.
+    (It needs CPU of its own: figures are lower than wrk's, the same for both sides.)"""
+    import http.client
+    import threading
+
+    per = CONNECTIONS // THREADS
+    lock = threading.Lock()
+    lat: list[float] = []
+    counts = {"requests": 0, "status": 0, "read": 0, "wrapped": 0}
+    deadline = time.perf_counter() + seconds
+
+    def worker(t: int, k: int) -> None:
+        lines = (folder / f"reqs_{t}.txt").read_text().splitlines()
+        phones = len({line.split("From=", 1)[1].split("&", 1)[0] for line in lines})
+        mine = [line.split("\t", 1) for i, line in enumerate(lines) if (i % phones) % per == k]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mylat, done, bad, wrapped, i = [], 0, 0, 0, 0
+        while time.perf_counter() < deadline:
+            if i == len(mine):
+                i, wrapped = 0, wrapped + 1
+            sig, body = mine[i]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/sms", body, {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": sig})
+                resp = conn.getresponse()
+                resp.read()
+                bad += resp.status != 200
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            mylat.append(time.perf_counter() - t0)
+            done += 1
+        with lock:
+            lat.extend(mylat)
+            counts["requests"] += done
+            counts["status"] += bad
+            counts["wrapped"] += wrapped
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(t, k)) for t in range(THREADS)
+               for k in range(per)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    took = time.perf_counter() - t0
+    lat.sort()
+    pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e6) if lat else (
+        lambda q: 0.0)
+    return {**counts, "connect": 0, "write": 0, "timeout": 0, "duration_us": took * 1e6,
+            "p50_us": pick(0.50), "p99_us": pick(0.99), "rps": counts["requests"] / took}
 
 
 def commandstats(r: redis.Redis) -> dict[str, int]:
@@ -439,12 +507,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,100000,1000000")
     ap.add_argument("--workers-scan", default="1,2,4",
                     help="service req/s with these gunicorn worker counts ('' to skip)")
+    ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
+                    help="the load tool (auto: wrk when installed, else the Python one)")
     args = ap.parse_args()
+    LOAD["tool"] = args.load
     if args.smoke:
         args.rounds, args.seconds, args.numbers = 1, 1, 40
         args.sizes, args.workers_scan = "1000", ""
-    if not shutil.which("wrk"):
-        sys.exit("bench: wrk is needed (apt-get install -y wrk)")
     folder = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     ok = False
     try:
@@ -540,7 +609,8 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
     width = [max(len(row[i]) for row in lines) for i in range(4)]
     head = (f"triage benchmark: {platform.python_implementation()} "
             f"{platform.python_version()}, {os.cpu_count()} cores, "
-            f"{args.rounds} round(s) of {args.seconds:g} s each way, wrk -t{THREADS} "
+            f"{args.rounds} round(s) of {args.seconds:g} s each way, "
+            f"{f'wrk -t{THREADS}' if use_wrk() else 'Python load generator,'} "
             f"-c{CONNECTIONS}, {args.numbers} numbers, gunicorn.conf.py")
     out = [head, ""]
     for i, row in enumerate(lines):

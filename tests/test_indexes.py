@@ -231,11 +231,17 @@ def test_retention_trims_the_indexes_not_the_records(app: Any) -> None:
     assert r.xlen(RECORDS) == 2
 
 
-@pytest.mark.parametrize("value, expected", [(None, 400), ("30", 30)])
-def test_retention_setting(value: str | None, expected: int,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RECORD_INDEX_RETENTION_DAYS", raising=False)
+@pytest.mark.parametrize("value, expected", [(None, 400), ("30", 30), (30, 30)])
+def test_retention_setting(value: str | None, expected: int) -> None:
     assert indexes.retention_days({"RECORD_INDEX_RETENTION_DAYS": value}) == expected
+
+
+def test_retention_from_the_environment() -> None:
+    from bot import config
+
+    assert config.from_environment({})["RECORD_INDEX_RETENTION_DAYS"] == 400
+    settings = config.from_environment({"RECORD_INDEX_RETENTION_DAYS": "90"})
+    assert indexes.retention_days(settings) == 90
 
 
 @pytest.mark.parametrize("value", ["0", "soon"])
