@@ -492,10 +492,10 @@ class _Turn:
         self.s["prior"] = prior
         prev = self.s.get("conv") or {}
         conv_id = uuid.uuid4().hex[:12]
-        # One episode per patient while the session lives: a conversation that follows another
-        # (a new symptom after an outcome, the text after a red flag) is the same episode for
-        # the care team (one dashboard row).
-        episode = (prev.get("episode_id") or prev.get("id")) if prev else None
+        # The texts that follow a red flag within the hour (the checklist the patient goes on
+        # with, more news) are the same episode for the care team: one dashboard row.
+        follows_red_flag = prev.get("red_flag_at") and self.now - prev["red_flag_at"] < 3600
+        episode = (prev.get("episode_id") or prev.get("id")) if follows_red_flag else None
         conv = {
             "id": conv_id, "episode_id": episode or conv_id,
             "started_at": self.now, "flows": [], "queue": [],
@@ -627,6 +627,7 @@ class _Turn:
                                           "reason": f"{rf.reason} ('{to_gsm7(flag.words)}')",
                                           "cites": rf.cites, "advice": rf.advice})
         self.s["emergency_at"] = self.now
+        conv["red_flag_at"] = self.now
         rec = self.e.record(self.s, kind="red_flag_opted_out" if silent else "red_flag",
                             phone=self.phone, now=self.now)
         conv["tier"] = "EMERGENCY"

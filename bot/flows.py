@@ -626,20 +626,27 @@ def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combi
         where = f"combinations[{i}]"
         cd = reader.mapping(raw, where)
         reader.unknown_keys(cd, {"all", "value", "then"}, where)
-        needs = reader.str_list(cd, "all", where)
+        needs = reader.str_list(cd, "all", where, ())
         then = reader.get(cd, "then", where, str)
         for cid in (*needs, then):
             if cid not in known:
                 raise reader.fail(where, f"unknown concept {cid!r}")
         at_least: dict[str, float] = {}
+        below: dict[str, float] = {}
         for name, test in reader.mapping(cd.get("value", {}), f"{where}.value").items():
             if name not in VALUES:
                 raise reader.fail(f"{where}.value.{name}", "unknown value")
             t = reader.mapping(test, f"{where}.value.{name}")
-            reader.unknown_keys(t, {"at_least"}, f"{where}.value.{name}")
-            at_least[name] = float(reader.get(t, "at_least", f"{where}.value.{name}",
-                                              (int, float)))
-        out.append(Combination(needs, then, at_least))
+            reader.unknown_keys(t, {"at_least", "below"}, f"{where}.value.{name}")
+            if "at_least" in t:
+                at_least[name] = float(reader.get(t, "at_least", f"{where}.value.{name}",
+                                                  (int, float)))
+            if "below" in t:
+                below[name] = float(reader.get(t, "below", f"{where}.value.{name}",
+                                               (int, float)))
+        if not needs and not (at_least or below):
+            raise reader.fail(where, "needs 'all' concepts or a value test")
+        out.append(Combination(needs, then, at_least, below))
     return tuple(out)
 
 

@@ -251,8 +251,8 @@ def test_call_backs_notes_and_hand_over(page: Any, live: SimpleNamespace) -> Non
     sign_in(page, live)
     text(live, phone, "fever")
     text(live, phone, "no")
-    text(live, phone, "38.6")  # in a risk window (maintenance): one tier up, EMERGENCY
-    row = page.locator('#queue-rows tr[data-tier="EMERGENCY"]')
+    text(live, phone, "38.6")  # a fever on treatment: URGENT (rule 3 never makes a 911 alone)
+    row = page.locator('#queue-rows tr[data-tier="URGENT"]')
     row.wait_for()
     assert row.locator(f'a.tel[href="tel:{phone}"]').count() == 1
     assert "Caregiver: Ana Lopez (parent)" in row.text_content()
@@ -461,9 +461,10 @@ def test_the_script_draws_the_same_rows_as_the_server(
     episode = escalations.episode_of(store(live).record(rid) or {})
     escalations.assign(live.r, phone, episode, "omar", "omar")
     escalations.log_call(live.r, phone, episode, "omar", "voicemail", "patient")
-    live.r.hset(escalations.esc_key(rid), mapping={"page_status": "failed",
-                                                   "page_attempts": "3",
-                                                   "page_error": "carrier refused"})
+    head = store(live).records(phone=phone)[0]["id"]  # the episode's EMERGENCY record
+    live.r.hset(escalations.esc_key(head), mapping={"page_status": "failed",
+                                                    "page_attempts": "3",
+                                                    "page_error": "carrier refused"})
 
     def cells(pg: Any) -> list[list[str]]:
         return pg.evaluate("""() => [...document.querySelectorAll('#queue-rows tr')].map(

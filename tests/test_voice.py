@@ -543,7 +543,7 @@ def test_python_m_bot_worker_killed_and_restarted_calls_once(redis_url, tmp_path
            "SECRET_KEY": "test-secret-key", "PUBLIC_BASE_URL": BASE_URL,
            "ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
            "VOICE_IF_UNDELIVERED_MINUTES": "0", "TWILIO_ACCOUNT_SID": "",
-           "TWILIO_FROM_NUMBER": "", "PYTHONUNBUFFERED": "1"}
+           "TWILIO_FROM_NUMBER": "", "PYTHONUNBUFFERED": "1", "APP_ENV": "local"}
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,

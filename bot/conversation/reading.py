@@ -113,6 +113,7 @@ class Combination:
     all: tuple[str, ...]
     then: str
     at_least: dict[str, float] = field(default_factory=dict)
+    below: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- text preparation
@@ -305,14 +306,17 @@ class Reader:
                 continue
             if any(reading.values.get(k, float("-inf")) < v for k, v in combo.at_least.items()):
                 continue
+            if any(reading.values.get(k, float("inf")) >= v for k, v in combo.below.items()):
+                continue
             parts = [f for f in reading.findings if f.current and f.concept in combo.all]
             concept = self.concepts[combo.then]
             words = " ... ".join(dict.fromkeys(f.words for f in parts))
-            words += "".join(f" ({reading.value_words[k]})" for k in combo.at_least
+            words += "".join(f" ({reading.value_words[k]})" for k in (*combo.at_least,
+                                                                      *combo.below)
                              if k in reading.value_words)
-            reading.findings.append(Finding(concept.id, concept.kind, words,
-                                            min(f.start for f in parts),
-                                            max(f.end for f in parts)))
+            reading.findings.append(Finding(concept.id, concept.kind, words.strip(),
+                                            min((f.start for f in parts), default=0),
+                                            max((f.end for f in parts), default=0)))
 
     # -- ConText
     def _spans(self, tokens: list[str], name: str) -> list[tuple[int, int]]:
