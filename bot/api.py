@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import indexes
 from .flows import TIERS
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -52,8 +53,12 @@ def escalations() -> Any:
     if not 1 <= limit <= MAX_LIMIT:
         return error(400, f"limit must be between 1 and {MAX_LIMIT}")
     store = current_app.extensions["triage"].store
-    records = store.records(tiers=tiers, status=status, phone=request.args.get("phone") or None,
-                            limit=limit)
+    phone = (request.args.get("phone") or "").strip()
+    if phone:  # the patient's own index: the cost of this patient's history, not everyone's
+        records = indexes.patient_records(store.r, phone, tiers=tiers, status=status,
+                                          limit=limit)
+    else:
+        records = store.records(tiers=tiers, status=status, limit=limit)
     return jsonify({"escalations": records})
 
 

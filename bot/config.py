@@ -173,6 +173,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "PAGE_RETRY_SECONDS": _int_("PAGE_RETRY_SECONDS", 30),
         "WORKER_TICK_SECONDS": _int_("WORKER_TICK_SECONDS", 15),
         "WORKER_NAME": env("WORKER_NAME", ""),
+        # Care-team read indexes (bot/indexes.py) keep this many days; docs/performance.md
+        "RECORD_INDEX_RETENTION_DAYS": _int_("RECORD_INDEX_RETENTION_DAYS", 400),
         "DEDUP_TTL_HOURS": _int_("DEDUP_TTL_HOURS", 48),
         "MAX_BODY_CHARS": _int_("MAX_BODY_CHARS", 1600),
         "LOG_LEVEL": env("LOG_LEVEL", "INFO"),

@@ -40,7 +40,7 @@ from typing import Any
 import redis
 from flask import Flask
 
-from . import notify
+from . import indexes, notify
 from .followup import FollowUps
 from .paging import BATCH, MERGED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
@@ -136,6 +136,7 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     paged = _drain(lambda: rt.pager.send_due(now))
     calls = rt.voice.run_due(now)
     followed = _drain(lambda: rt.follow_ups.send_due(now))
+    indexes.catch_up(service.store.r, now, indexes.retention_days(app.config))  # care reads
     return {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
             "overdue": overdue, "pages": paged, "calls": calls, "follow_ups": followed}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from .. import escalations
+from .. import escalations, indexes
 from ..flows import TIERS
 from ..profile import valid_phone
 from ..store import RECORDS, STATUS, Store, profile_key
@@ -143,21 +143,11 @@ def parse_filters(args: Any, flows: tuple[str, ...]) -> Filters:
 
 def unresolved(store: Store, statuses: tuple[str, ...], tiers: tuple[str, ...] = ()
                ) -> list[dict[str, Any]]:
-    """Records whose status is one of ``statuses`` (not 'resolved'), found through the status
-    hash: a poll every few seconds must not read the whole history of the records stream."""
-    wanted = set(statuses)
-    found = {rid: st for rid, st in store.r.hscan_iter(STATUS, count=1000) if st in wanted}
-    pipe = store.r.pipeline(transaction=False)
-    for rid in found:
-        pipe.xrange(RECORDS, min=rid, max=rid)
-    out = []
-    for (rid, status), entries in zip(found.items(), pipe.execute(), strict=True):
-        if not entries:
-            continue
-        rec = {"id": rid, **json.loads(entries[0][1]["data"]), "status": status}
-        if not tiers or rec.get("tier") in tiers:
-            out.append(rec)
-    return out
+    """Records whose status is one of ``statuses`` (not 'resolved'), found through the open
+    queue index (``bot/indexes.py``) and the records not indexed yet: a poll every few seconds
+    costs what is open, never the history of the records stream. ROUTINE records are never in
+    the open queue; asked for, the latest ``indexes.ROUTINE_KEEP`` of them are shown."""
+    return indexes.unresolved(store.r, statuses, tiers)
 
 
 def select(store: Store, f: Filters, limit: int = MAX_ROWS, tz: tzinfo = UTC
@@ -520,44 +510,28 @@ def overview(r: redis.Redis, now: float, deadline: float, days: int = 30,
     included), time to acknowledge, overdue counts."""
     today = datetime.fromtimestamp(now, tz).date()
     first = today - timedelta(days=days - 1)
-    first_ts = datetime(first.year, first.month, first.day, tzinfo=tz).timestamp()
-    # Stream ids are the time of writing, never earlier than the record's created_at.
-    entries = r.xrange(RECORDS, min=f"{int(first_ts * 1000)}", max="+")
-    recs = []
-    for rid, fields in entries:
-        rec = json.loads(fields["data"])
-        created = parse_iso(rec.get("created_at"))
-        if created is None or not first_ts <= created <= now:
-            continue
-        recs.append((rid, rec, created))
-    pipe = r.pipeline(transaction=False)
-    for rid, _, _ in recs:
-        pipe.hmget(escalations.esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
-        pipe.hget(STATUS, rid)
-    fetched = pipe.execute()
+    day_list = [first + timedelta(days=i) for i in range(days)]
+    edges = [datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() for d in day_list]
+    first_ts = edges[0]
+    # Counts from the per-tier time index, escalations from the open / acted indexes and
+    # the records not indexed yet: the cost of the window, not of the history.
+    facts = indexes.overview_facts(r, first_ts, now, [*edges, now])
 
-    per_day = {first + timedelta(days=i): dict.fromkeys(TIERS, 0) for i in range(days)}
-    totals = dict.fromkeys(TIERS, 0)
+    per_day = {d: dict.fromkeys(TIERS, 0) for d in day_list}
+    for tier in TIERS:
+        for d, n in zip(day_list, facts["counts"].get(tier, []), strict=True):
+            per_day[d][tier] = n
+    totals = {tier: sum(c[tier] for c in per_day.values()) for tier in TIERS}
     ack: dict[str, list[float]] = {t: [] for t in QUEUE_TIERS}
     waiting = dict.fromkeys(QUEUE_TIERS, 0)
     overdue_total = overdue_open = 0
-    for i, (_rid, rec, created) in enumerate(recs):
-        tier = rec.get("tier", "")
-        if tier not in totals:
-            continue
-        acked, resolved, flag = fetched[2 * i]
-        status = fetched[2 * i + 1] or rec.get("status", "open")
-        per_day[datetime.fromtimestamp(created, tz).date()][tier] += 1
-        totals[tier] += 1
-        # A record resolved straight away was acknowledged when it was resolved.
-        first_action = _float(acked) if acked else _float(resolved)
-        if tier != "ROUTINE":
-            if first_action is not None:
-                ack[tier].append(max(0.0, first_action - created))
-            else:
-                waiting[tier] += 1
+    for tier, created, first_action, flag, status in facts["escalations"]:
+        if first_action is not None:
+            ack[tier].append(max(0.0, first_action - created))
+        else:
+            waiting[tier] += 1
         if tier in PAGED_TIERS:
-            late = (flag == "1"
+            late = (flag
                     or (first_action is not None and first_action - created > deadline)
                     or (first_action is None and now - created > deadline))
             overdue_total += late

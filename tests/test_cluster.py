@@ -1,0 +1,82 @@
+"""The care-read indexes on a real 3-master Redis Cluster (scripts/redis_cluster.py): the
+worker's indexing and every read work when the keys live on different shards, and a patient's
+index shares the slot of the patient's other keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.cluster import RedisCluster
+
+from bot import escalations, indexes
+from bot.store import RECORDS, STATUS, session_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import redis_cluster
+
+NOW = time.time()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    folder = tmp_path_factory.mktemp("cluster")
+    url = redis_cluster.start(folder)
+    client = RedisCluster.from_url(url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+        redis_cluster.stop(folder)
+
+
+def add(r: Any, phone: str, tier: str, ts: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    rec = {"phone": phone, "tier": tier, "flow": "fever", "kind": "completed",
+           "conversation_id": f"c{ts}", "created_at": stamp, "started_at": stamp,
+           "status": "open"}
+    rid = r.xadd(RECORDS, {"data": json.dumps(rec)})
+    r.hset(STATUS, rid, "open")
+    return rid
+
+
+def test_the_cluster_has_three_masters(cluster: RedisCluster) -> None:
+    masters = [n for n in cluster.get_nodes() if n.server_type == "primary"]
+    assert len(masters) == 3
+    assert cluster.cluster_info()["cluster_state"] == "ok"
+
+
+def test_indexes_and_reads_across_shards(cluster: RedisCluster) -> None:
+    r = cluster
+    phone = "+15550170001"
+    a = add(r, phone, "EMERGENCY", NOW - 300)
+    b = add(r, phone, "ROUTINE", NOW - 200)
+    c = add(r, "+15550170002", "SOON", NOW - 100)
+    indexes.catch_up(r, NOW)
+    slots = {r.keyslot(indexes.open_key(t)) for t in indexes.OPEN_TIERS}
+    assert len(slots | {r.keyslot(RECORDS)}) > 1  # really spread over slots
+    assert r.keyslot(indexes.phone_key(phone)) == r.keyslot(session_key(phone))
+    assert {x["id"] for x in indexes.unresolved(r, ("open",))} == {a, b, c}
+    assert [x["id"] for x in indexes.unresolved(r, ("open",), ("EMERGENCY", "SOON"))] \
+        in ([a, c], [c, a])
+    assert [x["id"] for x in indexes.patient_records(r, phone)] == [b, a]
+    late = add(r, phone, "URGENT", NOW - 10)  # not indexed yet: read from the tail
+    assert [x["id"] for x in indexes.patient_records(r, phone)] == [late, b, a]
+    # resolved (the status hash and the escalation hash, as escalations.resolve writes them)
+    r.hset(STATUS, a, "resolved")
+    r.hset(escalations.esc_key(a), mapping={"resolved_at": NOW - 60, "resolved_by": "nina"})
+    indexes.catch_up(r, NOW)
+    assert r.zrange(indexes.open_key("EMERGENCY"), 0, -1) == []
+    assert r.zrange(indexes.open_key("URGENT"), 0, -1) == [late]
+    day = NOW - 86400
+    facts = indexes.overview_facts(r, day, NOW, [day, NOW])
+    assert facts["counts"]["EMERGENCY"] == [1] and facts["counts"]["ROUTINE"] == [1]
+    acted = [(t, first - created) for t, created, first, _, _ in facts["escalations"]
+             if first is not None]
+    assert len(acted) == 1 and acted[0][0] == "EMERGENCY"
+    assert acted[0][1] == pytest.approx(240, abs=1)  # created_at is kept to the second
