@@ -335,8 +335,8 @@ def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
 
 def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = None,
                 seed: int | None = None, max_kills: int | None = None,
-                every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0
-                ) -> dict[str, Any]:
+                every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0,
+                pager_kills: int = 0) -> dict[str, Any]:
     """Item 1: SIGKILL gunicorn workers at random moments (every ``every`` seconds, at most
     ``max_kills``) under red-flag load."""
     random.seed(seed)
@@ -374,9 +374,76 @@ def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = Non
             replayed = replay_spool(rs.url, tmp)
             out = {"scenario": "worker-kill", "sigkills": kills, "replayed": replayed,
                    **count(rs.url, phones, tally)}
+            if pager_kills:
+                out.update(page_with_killed_workers(rs.url, tmp, pager_kills))
         finally:
             rs.stop()
     return out
+
+
+ON_CALL = ("+15550001111", "+15550002222")
+
+
+def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
+                             budget: float = 120.0) -> dict[str, Any]:
+    """Item 4/5: the real worker (``python -m bot.worker``, console SMS backend: every page is
+    printed) pages every record, SIGKILLed ``kills`` times at random moments and started
+    again each time. Counts the texts per (record, on-call number): each exactly once."""
+    import re
+
+    env = service_env(redis_url, folder / "instance", "https://triage.example.org")
+    env.update({"ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
+                "PUBLIC_BASE_URL": ""})  # no receipts: no voice calls mixed into the count
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    rids = [rid for rid, f in r.xrange("triage:records")
+            if json.loads(f["data"]).get("tier") == "EMERGENCY"]
+    outputs: list[Path] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        out = folder / f"worker-{len(outputs)}.log"
+        outputs.append(out)
+        with out.open("wb") as fh:
+            return subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,
+                                    stdout=fh, stderr=subprocess.STDOUT)
+
+    def all_paged() -> bool:
+        pipe = r.pipeline(transaction=False)
+        for rid in rids:
+            pipe.hget(f"triage:esc:{rid}", "page_status")
+        return all(st == "sent" for st in pipe.execute())
+
+    started = time.monotonic()
+    proc = start()
+    done_kills = 0
+    try:
+        while done_kills < kills and time.monotonic() - started < budget:
+            time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages for a while
+            proc.kill()
+            proc.wait()
+            done_kills += 1
+            proc = start()
+        while not all_paged() and time.monotonic() - started < budget:
+            time.sleep(0.5)
+        paged_in = time.monotonic() - started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    sent: dict[tuple[str, str], int] = {}
+    pattern = re.compile(r"\[sms to (\S+)\] .*escalation (\d+-\d+)")
+    for out in outputs:
+        for line in out.read_text(errors="replace").splitlines():
+            m = pattern.search(line)
+            if m:
+                key = (m.group(2), m.group(1))
+                sent[key] = sent.get(key, 0) + 1
+    from bot.store import mask_phone
+
+    expected = {(rid, mask_phone(n)) for rid in rids for n in ON_CALL}
+    return {"worker_sigkills": done_kills, "pages_expected": len(expected),
+            "pages_sent": sum(sent.values()),
+            "pages_missing": len(expected - set(sent)),
+            "pages_duplicated": sum(c - 1 for c in sent.values() if c > 1),
+            "all_paged_within_s": round(paged_in, 1)}
 
 
 def redis_stall(messages: int = 200, threads: int = 6, stall: float = 8.0,
@@ -473,6 +540,9 @@ def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str
         problems.append("a red-flag text was answered without 'Call 911 now.'")
     if out["http_5xx"]:
         problems.append(f"{out['http_5xx']} 5xx answer(s)")
+    if out.get("pages_missing") or out.get("pages_duplicated"):
+        problems.append(f"pages: {out.get('pages_missing')} missing, "
+                        f"{out.get('pages_duplicated')} duplicated")
     if latency_limit and (out["reply_max_s"] or 0) > latency_limit:
         problems.append(f"slowest reply {out['reply_max_s']} s > {latency_limit} s")
     return problems
@@ -484,7 +554,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill", "all"])
     parser.add_argument("--messages", type=int, default=None)
     args = parser.parse_args()
-    runs = {"worker-kill": lambda n: worker_kill(n or 400),
+    runs = {"worker-kill": lambda n: worker_kill(n or 400, pager_kills=5),
             "redis-stall": lambda n: redis_stall(n or 200),
             "redis-kill": lambda n: redis_kill(n or 300)}
     names = list(runs) if args.scenario == "all" else [args.scenario]
