@@ -23,7 +23,7 @@ from flask import (
     url_for,
 )
 
-from .. import audit, escalations, profile, users
+from .. import audit, escalations, indexes, profile, users
 from ..config import clinic_zone
 from ..context import risk_window
 from ..service import TriageService
@@ -483,7 +483,7 @@ def _filled(values: dict[str, str]) -> str:
 def patient_history(phone: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A patient's episodes (newest first) and last 50 texts."""
     store = service().store
-    history = sorted(make_rows(store.records(phone=phone, limit=200)),
+    history = sorted(make_rows(indexes.patient_records(store.r, phone, limit=200)),
                      key=lambda x: x["created_at"], reverse=True)
     texts = store.transcript(phone, count=5000)[-50:]
     for m in texts:
