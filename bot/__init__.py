@@ -18,8 +18,8 @@ from typing import Any
 from flask import Flask
 
 from . import config
-from .engine import Engine
-from .flows import load_library
+from .conversation.engine import Engine
+from .conversation.flows import load_library
 from .rules_version import rules_version
 from .service import TriageService
 from .spool import Spool

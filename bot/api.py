@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import indexes
-from .flows import TIERS
+from .conversation.flows import TIERS
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 STATUSES = ("open", "acknowledged", "resolved")
@@ -67,7 +67,6 @@ def escalations() -> Any:
 def patient(phone: str) -> Any:
     """The care team's profile of one patient, with the risk windows it puts them in."""
     from . import profile as profiles
-    from .context import risk_window
 
     phone = phone.strip()
     if not profiles.valid_phone(phone):
@@ -76,7 +75,7 @@ def patient(phone: str) -> Any:
     if not values:
         return error(404, "no profile for this number")
     return jsonify({"phone": phone, "profile": values,
-                    "risk_windows": risk_window(values, time.time())})
+                    "risk_windows": _windows(values)})
 
 
 @bp.put("/patients/<phone>")
@@ -85,7 +84,6 @@ def put_patient(phone: str) -> Any:
     """Create or update a profile: a JSON object of fields; an empty string clears a field.
     400 with ``{"errors": {field: message}}`` and nothing saved if any field is wrong."""
     from . import profile as profiles
-    from .context import risk_window
 
     phone = phone.strip()
     body = request.get_json(silent=True)
@@ -96,4 +94,10 @@ def put_patient(phone: str) -> Any:
     except profiles.ProfileError as exc:
         return jsonify({"errors": exc.errors}), 400
     return jsonify({"phone": phone, "profile": values,
-                    "risk_windows": risk_window(values, time.time())})
+                    "risk_windows": _windows(values)})
+
+
+def _windows(profile: dict[str, str]) -> list[str]:
+    """The rule-3 risk windows a profile puts the patient in, as words."""
+    engine = current_app.extensions["triage"].engine
+    return list(engine.patient_context(profile, time.time())["risk_windows"])

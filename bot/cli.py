@@ -246,7 +246,6 @@ def profile_group() -> None:
 
 def _show_profile(phone: str) -> None:
     from . import profile as profiles
-    from .context import engine_context, risk_window
 
     values = profiles.get(current_app.extensions["triage"].store.r, phone)
     if not values:
@@ -257,9 +256,9 @@ def _show_profile(phone: str) -> None:
         if spec.name in values:
             click.echo(f"  {spec.name:<28}{values[spec.name]}")
     now = time.time()
-    windows = risk_window(values, now)
-    click.echo(f"  {'risk windows (rule 3)':<28}{'; '.join(windows) or 'none'}")
-    facts = engine_context(values, now, windows)["facts"]
+    context = current_app.extensions["triage"].engine.patient_context(values, now)
+    click.echo(f"  {'risk windows (rule 3)':<28}{'; '.join(context['risk_windows']) or 'none'}")
+    facts = context["ctx"]["facts"]
     click.echo(f"  {'context facts':<28}{', '.join(facts)}")
 
 

@@ -1,11 +1,13 @@
-"""Each checklist as a Mermaid state diagram clinicians can review (``docs/flows/<id>.md``).
+"""Each checklist as a Mermaid state diagram clinicians can review (``docs/flows/<id>.md``),
+and the conversation's lifecycle (``docs/flows/lifecycle.md``).
 
-Drawn from the engine's own ``transitions`` Machine (the one built at start-up): the states are
-the machine's state names (``fever:temperature``) and the edges are its transitions for that
-checklist's trigger and ``advance``. An edge that can never fire is left out: ``advance`` to a
-later question is drawn only when every question in between can be skipped (it has ``only_if``,
-or its id is shared with another checklist, so it may have been answered there). Below the
-diagram: the questions, the facts they set, and the rules with the row each cites.
+A checklist's diagram is drawn from its question order in the flow file, as the engine walks it
+(``Engine.next_question``): the next question not yet answered whose ``only_if`` holds, or the
+outcome once the tier is decided (rule 7). An edge that can never be taken is left out: a jump
+to a later question is drawn only when every question in between can be skipped (it has
+``only_if``, or its id is shared with another checklist, so it may have been answered there).
+Below the diagram: the questions, the facts they set, and the rules with the row each cites.
+The lifecycle diagram is drawn from the ``transitions`` machine itself (``lifecycle.build``).
 
 ``flask --app wsgi diagrams`` writes the files; ``--check`` only compares (exit 1 if stale);
 tests/test_diagrams.py fails when a checked-in diagram no longer matches its flow file.
@@ -19,11 +21,12 @@ from pathlib import Path
 import click
 from flask import current_app
 
-from .engine import IDLE, NEW, Engine
-from .flows import FactCondition, Flow, Question
+from .conversation.engine import Engine
+from .conversation.flows import FactCondition, Flow, Question
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "flows"
+LIFECYCLE = "lifecycle"
 
 
 def _sid(state: str) -> str:
@@ -53,60 +56,71 @@ def _edge_label(q: Question) -> str:
 
 
 def mermaid(engine: Engine, flow: Flow) -> str:
-    """The Mermaid text for one checklist, from the machine's transitions."""
-    machine = engine.machine
-    prefix = f"{flow.id}:"
-    states = [s for s in machine.states if s.startswith(prefix)]
-    by_state = {f"{flow.id}:{q.id}": q for q in flow.questions}
+    """The Mermaid text for one checklist, from its question order."""
+    qs = flow.questions
     shared = _shared_ids(engine)
     lines = ["stateDiagram-v2", "    direction TB"]
-    for state in states:
-        q = by_state[state]
+    for q in qs:
+        state = f"{flow.id}:{q.id}"
         lines.append(f'    state "{state}" as {_sid(state)}')
         worse = ", ".join(q.worse) if isinstance(q.worse, list) else str(q.worse)
         notes = [q.type + (f", red flag (unclear twice = {worse})" if q.red_flag else "")]
+        if q.screen:
+            notes.append("EMERGENCY screen, asked before any URGENT outcome (rule 7)")
         if q.score:
             notes.append(f"adds to score {q.score}")
         facts = sorted({s.fact for s in q.sets})
         if facts:
             notes.append("sets " + ", ".join(facts))
         lines.append(f"    {_sid(state)} : {' / '.join(notes)}")
-    lines.append(f'    state "{IDLE} (outcome)" as s_idle')
+    lines.append('    state "outcome" as s_outcome')
 
     def skippable(q: Question) -> bool:
         return q.only_if is not None or q.id in shared
 
-    order = {f"{flow.id}:{q.id}": i for i, q in enumerate(flow.questions)}
-    start = machine.events[f"start_{flow.id}"]
-    for t in start.transitions.get(NEW, []):
-        if t.dest == IDLE:
-            if not t.conditions and not all(skippable(q) for q in flow.questions):
-                continue
-            label = ("already URGENT or EMERGENCY (rule 7)" if t.conditions
-                     else "nothing to ask")
-            lines.append(f"    [*] --> s_idle : start_{flow.id}, {label}")
-            continue
-        i = order[t.dest]
-        if all(skippable(q) for q in flow.questions[:i]):
-            lines.append(f"    [*] --> {_sid(t.dest)} : start_{flow.id}, "
-                         f"{_edge_label(flow.questions[i])}")
-    advance = machine.events["advance"]
-    for state in states:
-        i = order[state]
-        for t in advance.transitions.get(state, []):
-            if t.dest == IDLE:
-                if not t.conditions and not all(skippable(q) for q in flow.questions[i + 1:]):
-                    continue
-                label = ("URGENT or EMERGENCY found, stop and answer (rule 7)" if t.conditions
-                         else "no question left, outcome")
-                lines.append(f"    {_sid(state)} --> s_idle : {label}")
-                continue
-            j = order[t.dest]
-            if all(skippable(q) for q in flow.questions[i + 1:j]):
-                lines.append(f"    {_sid(state)} --> {_sid(t.dest)} : "
-                             f"{_edge_label(flow.questions[j])}")
-    lines.append("    s_idle --> [*]")
+    def sid(q: Question) -> str:
+        return _sid(f"{flow.id}:{q.id}")
+
+    lines.append("    [*] --> s_outcome : start, already URGENT or EMERGENCY (rule 7)")
+    for i, q in enumerate(qs):
+        if all(skippable(p) for p in qs[:i]):
+            lines.append(f"    [*] --> {sid(q)} : start, {_edge_label(q)}")
+    if all(skippable(p) for p in qs):
+        lines.append("    [*] --> s_outcome : start, nothing to ask")
+    for i, q in enumerate(qs):
+        lines.append(f"    {sid(q)} --> s_outcome : URGENT or EMERGENCY found, stop and answer "
+                     "(rule 7)")
+        for j in range(i + 1, len(qs)):
+            if all(skippable(p) for p in qs[i + 1:j]):
+                lines.append(f"    {sid(q)} --> {sid(qs[j])} : {_edge_label(qs[j])}")
+        if all(skippable(p) for p in qs[i + 1:]):
+            lines.append(f"    {sid(q)} --> s_outcome : no question left, outcome")
+    lines.append("    s_outcome --> [*]")
     return "\n".join(lines)
+
+
+def lifecycle_mermaid(engine: Engine) -> str:
+    """The lifecycle machine's states and transitions, as the engine built them."""
+    machine = engine.machine
+    lines = ["stateDiagram-v2", "    direction LR", "    [*] --> new"]
+    for name, event in machine.events.items():
+        for source, transitions in event.transitions.items():
+            for t in transitions:
+                lines.append(f"    {source} --> {t.dest} : {name}")
+    return "\n".join(lines)
+
+
+def render_lifecycle(engine: Engine) -> str:
+    from .conversation import lifecycle
+
+    doc = (lifecycle.__doc__ or "").split("\n\n", 1)[0].strip()
+    out = ["# The conversation's lifecycle (`bot/conversation/lifecycle.py`)", "",
+           "Generated by `flask --app wsgi diagrams` from the engine's `transitions` machine; do "
+           "not edit by hand.", "", " ".join(doc.split()), "", "```mermaid",
+           lifecycle_mermaid(engine), "```", "",
+           "Inside `asking`, the pending question is data (`Session.at`); the question order of "
+           "each checklist is in its own diagram in this folder.", ""]
+    return "\n".join(out)
 
 
 def _md_cell(text: str) -> str:
@@ -118,8 +132,9 @@ def render(engine: Engine, flow: Flow) -> str:
     out = [
         f"# {flow.title} (`flows/{flow.id}.yaml`)",
         "",
-        "Generated by `flask --app wsgi diagrams` from the engine's state machine; do not edit "
-        "by hand (tests/test_diagrams.py fails when this file no longer matches the flow file).",
+        "Generated by `flask --app wsgi diagrams` from the flow file's question order; do not "
+        "edit by hand (tests/test_diagrams.py fails when this file no longer matches the flow "
+        "file).",
         "",
         "```mermaid",
         mermaid(engine, flow),
@@ -146,9 +161,10 @@ def write_all(engine: Engine, folder: Path = DOCS, check: bool = False) -> list[
     that were written or are stale."""
     folder.mkdir(parents=True, exist_ok=True)
     changed = []
-    for flow in engine.lib.flows.values():
-        path = folder / f"{flow.id}.md"
-        text = render(engine, flow)
+    pages = [(f"{flow.id}.md", render(engine, flow)) for flow in engine.lib.flows.values()]
+    pages.append((f"{LIFECYCLE}.md", render_lifecycle(engine)))
+    for name, text in pages:
+        path = folder / name
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
         changed.append(path)

@@ -21,11 +21,10 @@ scheduled for a record that is itself the answer to a follow-up (no endless hour
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
-from .engine import Result
+from .conversation.engine import Result
 from .escalations import add_event, esc_key
 from .notify import SendError, SmsBackend, text_patient
 from .paging import LEASE_SECONDS, WORKER, backoff, claim_due, due_members, iso, record_time
@@ -124,15 +123,12 @@ class FollowUps:
         outcome: dict[str, str | None] = {}
 
         def step(session: dict[str, Any] | None) -> Result:
-            # Pure: work on a copy, so a skipped follow-up saves the session unchanged.
-            draft = copy.deepcopy(session) if session else None
-            text, note = engine.start_follow_up(draft, rec.get("flow") or "", now=now,
-                                                after_conversation=rec.get(
-                                                    "conversation_id") or "")
+            # Pure: a skipped follow-up gives back the session unchanged.
+            text, note, result = engine.follow_up(session, rec.get("flow") or "", now=now,
+                                                  after_conversation=rec.get(
+                                                      "conversation_id") or "")
             outcome.update(text=text, note=note)
-            kept = draft if text is not None and draft is not None else (session or {})
-            in_checklist = engine.question_at(kept.get("state", "")) is not None
-            return Result(None, kept, [], in_checklist=in_checklist)
+            return result
 
         self.store.process(phone, None, None, step, now=now)
         text, note = outcome.get("text"), outcome.get("note") or ""

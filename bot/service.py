@@ -12,9 +12,8 @@ from typing import Any
 import redis
 
 from .breaker import Breaker, StoreUnavailable
-from .context import engine_context, risk_window
-from .engine import Engine, Result
-from .flows import Library
+from .conversation.engine import Engine, Result
+from .conversation.flows import Library
 from .spool import Spool
 from .store import Saved, Store, mask_phone
 
@@ -40,10 +39,7 @@ class TriageService:
         self._replaying = threading.Lock()
 
     def context(self, phone: str, now: float) -> dict[str, Any]:
-        profile = self.store.profile(phone)
-        windows = risk_window(profile, now)
-        return {**profile, "risk_window": bool(windows), "risk_windows": windows,
-                "registered": bool(profile), "ctx": engine_context(profile, now, windows)}
+        return self.engine.patient_context(self.store.profile(phone), now)
 
     def handle_sms(self, phone: str, sid: str | None, body: str, num_media: int = 0,
                    now: float | None = None, *, during_outage: bool = False) -> Saved:
@@ -136,24 +132,11 @@ class TriageService:
 
             def step(session: dict[str, Any] | None, phone: str = phone,
                      context: dict[str, Any] = context) -> Result:
-                result = Result(None, session or {}, [], in_checklist=False)
-                if not session or self.engine.question_at(session.get("state", "")) is None:
-                    return result
-                if now - session.get("last_seen", now) < self.abandon_after:
-                    result.in_checklist = True
-                    return result
-                conv = session.get("conv") or {}
-                if conv.get("abandon_recorded") or conv.get("done"):
-                    return result
-                session["risk_window"] = context["risk_window"]
-                rec = self.engine.record(session, kind="abandoned", phone=phone, now=now)
-                minutes = int(self.abandon_after // 60)
-                rec["reasons"] = [*rec["reasons"], f"no reply for {minutes} min: checklist "
-                                  "abandoned"]
-                rec["unregistered"] = not context["registered"]
-                rec["risk_windows"] = context["risk_windows"]
-                conv["abandon_recorded"] = True
-                result.records.append(rec)
+                result = self.engine.abandon(session, phone=phone, now=now,
+                                             after_seconds=self.abandon_after, profile=context)
+                for rec in result.records:
+                    rec["unregistered"] = not context["registered"]
+                    rec["risk_windows"] = context["risk_windows"]
                 return result
 
             saved = self._sweep_one(phone, step, now)

@@ -44,7 +44,7 @@ from twilio.request_validator import RequestValidator
 
 from . import config
 from . import profile as profiles
-from .flows import TIER_RANK, TIERS, FlowError
+from .conversation.flows import TIER_RANK, TIERS, FlowError
 from .rules_version import RulesVersionError
 
 REQUIRED = ("id", "checklist", "expect", "why", "texts")
@@ -135,9 +135,7 @@ def pending_question(app: Flask, phone: str) -> str | None:
     ``"<checklist>:<question>"``; None when it waits for no checklist answer. The one place
     that knows where the session keeps it."""
     service = app.extensions["triage"]
-    session = service.store.session(phone)
-    state = (session or {}).get("state", "")
-    return state if service.engine.question_at(state) is not None else None
+    return service.engine.pending(service.store.session(phone))
 
 
 def _question_type(app: Flask, pending: str) -> str:

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from .breaker import StoreUnavailable
-from .engine import Opt
+from .conversation.engine import Opt
 from .service import TriageService
 from .sms import to_gsm7
 from .store import mask_phone

@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bot.conversation.corpus import load, reader_for
+    from bot.conversation.flows import load_library
     from bot.conversation.reading import STRONG, WEAK, tokenize
-    from bot.flows import load_library
 
     lib_flows = load_library(Path(args.flows))
     reader = reader_for(lib_flows)          # timed, untouched

@@ -73,7 +73,7 @@ def serial_outcomes(app: Any, url: str, prefix: list[str], pair: list[str]) -> l
 def normalised(session: dict[str, Any]) -> Any:
     conv = session["conv"]
     answers = {k: v["value"] for k, v in conv["answers"].items()}
-    return session["state"], answers, conv["retries"]
+    return session["state"], session.get("at"), answers, conv.get("retries", {})
 
 
 def test_two_answers_at_the_same_moment(app, live):
@@ -128,6 +128,6 @@ def test_same_sid_concurrently_moves_once(app, live):
         t.join(30)
     assert len({body for _, body in results}) == 1
     session = app.extensions["triage"].store.session(number)
-    assert session["state"] == "fever:temperature"
+    assert session["state"] == "asking" and session["at"] == "fever:temperature"
     inbound = [t for t in app.extensions["triage"].store.transcript(number) if t["dir"] == "in"]
     assert [t["text"] for t in inbound] == ["fever", "no"]

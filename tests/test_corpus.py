@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.conversation.corpus import evaluate, load, reader_for, render
-from bot.flows import load_library
+from bot.conversation.flows import load_library
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = load_library(ROOT / "flows")

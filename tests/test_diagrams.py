@@ -11,9 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bot.diagrams import DOCS, diagrams_command, render, write_all
-from bot.engine import Engine
-from bot.flows import load_library
+from bot.conversation.engine import Engine
+from bot.conversation.flows import load_library
+from bot.diagrams import DOCS, diagrams_command, render, render_lifecycle, write_all
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = Engine(load_library(ROOT / "flows"))
@@ -27,13 +27,23 @@ def test_checked_in_diagram_matches_its_flow_file(fid: str) -> None:
         f"{path} is stale: run flask --app wsgi diagrams and review the change")
 
 
-def test_diagram_states_are_the_machines_states() -> None:
-    states = set(ENGINE.machine.states)
+def test_diagram_states_are_the_checklists_questions() -> None:
     for fid, flow in ENGINE.lib.flows.items():
         text = render(ENGINE, flow)
         named = set(re.findall(r'state "([a-z_]+:[a-z0-9_]+)" as', text))
-        assert named == {s for s in states if s.startswith(f"{fid}:")}
+        assert named == {f"{fid}:{q.id}" for q in flow.questions}
         assert f"[*] --> s_{fid}__{flow.questions[0].id}" in text
+
+
+def test_lifecycle_diagram_is_the_machine() -> None:
+    text = render_lifecycle(ENGINE)
+    assert (DOCS / "lifecycle.md").read_text(encoding="utf-8") == text, (
+        "docs/flows/lifecycle.md is stale: run flask --app wsgi diagrams")
+    edges = set(re.findall(r"^    (\w+) --> (\w+) : (\w+)$", text, re.M))
+    machine = {(src, t.dest, name) for name, ev in ENGINE.machine.events.items()
+               for src, ts in ev.transitions.items() for t in ts}
+    assert edges == machine
+    assert ("asking", "outcome", "conclude") in edges and ("opted_out", "menu", "opt_in") in edges
 
 
 def test_a_changed_flow_file_gives_a_different_diagram(tmp_path: Path) -> None:
@@ -50,7 +60,7 @@ def test_a_changed_flow_file_gives_a_different_diagram(tmp_path: Path) -> None:
 
 
 def test_write_all_check_reports_stale_files_without_writing(tmp_path: Path) -> None:
-    assert len(write_all(ENGINE, tmp_path)) == len(ENGINE.lib.flows)
+    assert len(write_all(ENGINE, tmp_path)) == len(ENGINE.lib.flows) + 1  # + lifecycle
     (tmp_path / "svc.md").write_text("old")
     assert write_all(ENGINE, tmp_path, check=True) == [tmp_path / "svc.md"]
     assert (tmp_path / "svc.md").read_text() == "old"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bot.config import ROOT
-from bot.flows import FlowError, load_library
+from bot.conversation.flows import FlowError, load_library
 
 
 @pytest.fixture

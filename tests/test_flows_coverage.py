@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.flows import CITE_RE, TIERS, load_library
+from bot.conversation.flows import CITE_RE, TIERS, load_library
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_MD = ROOT / "docs" / "clinical-rules.md"

@@ -14,8 +14,8 @@ import yaml
 
 from bot import create_app
 from bot.config import ROOT
-from bot.engine import Engine
-from bot.flows import load_library
+from bot.conversation.engine import Engine
+from bot.conversation.flows import load_library
 from bot.followup import FOLLOWUPS
 from bot.paging import record_time
 from bot.sms import MAX_SEGMENTS, is_gsm7, segments
@@ -69,7 +69,7 @@ def test_soon_is_rechecked_on_time_and_the_answer_re_triaged(app, sms, phone):
     assert transcript(app, phone)[-1]["dir"] == "out"
     assert transcript(app, phone)[-1]["text"] == text
     s = session(app, phone)
-    assert s["state"] == "fever:temperature"
+    assert s["state"] == "follow_up" and s["at"] == "fever:temperature"
     assert "prior_borderline_temp" in s["conv"]["facts"]
     d = esc(app, rid)
     assert d["follow_up_status"] == "sent" and d["follow_up_conversation"] == s["conv"]["id"]
@@ -111,7 +111,7 @@ def test_normal_recheck_goes_on_with_the_checklist(app, sms, phone):
     tick(app, t0 + 60 * MIN)
     reply = phone.send("37.0")
     assert "paracetamol" in reply  # the fever checklist continues after the reading
-    assert session(app, phone)["state"] == "fever:fever_medicine"
+    assert session(app, phone)["at"] == "fever:fever_medicine"
 
 
 def test_no_follow_up_to_an_opted_out_patient(app, sms, phone):
@@ -200,7 +200,7 @@ def test_flow_without_follow_up_question_restarts_its_checklist(redis_url, tmp_p
     [text] = backend.to(phone.number)
     assert text.startswith("This is your care team's symptom text line, checking on your fever")
     assert "First, do you have ANY of these now" in text
-    assert session(app, phone)["state"] == "fever:danger_signs"
+    assert session(app, phone)["at"] == "fever:danger_signs"
     assert phone.send("yes").startswith("Call 911 now.")
 
 
@@ -208,9 +208,12 @@ def test_every_follow_up_text_fits(tmp_path):
     lib = load_library(Path(ROOT / "flows"))
     engine = Engine(lib, oncology_line="+1 (555) 010-0100 x12")
     for flow_id in lib.flows:
-        s = {"state": "idle", "conv": {"id": "c1", "done": True}, "prior": {}}
-        text, conv_id = engine.start_follow_up(s, flow_id, now=time.time(),
-                                               after_conversation="c1")
+        # a v0 session (before the typed session): migrated on read
+        old = {"state": "idle", "conv": {"id": "c1", "done": True}, "prior": {}}
+        text, conv_id, result = engine.follow_up(old, flow_id, now=time.time(),
+                                                 after_conversation="c1")
+        s = result.session
         assert text is not None and conv_id == s["conv"]["id"] != "c1"
         assert is_gsm7(text) and segments(text) <= MAX_SEGMENTS, (flow_id, text)
-        assert engine.question_at(s["state"]) is not None
+        assert s["v"] == 1 and s["state"] == "follow_up"
+        assert engine.pending(s) == s["at"] and result.in_checklist

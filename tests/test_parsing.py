@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.parsing import (
+from bot.conversation.parsing import (
     Option,
     PhraseMatcher,
     parse_choice,

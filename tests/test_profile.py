@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from bot.context import context_facts
+from bot.config import ROOT
+from bot.conversation.context import context_facts
+from bot.conversation.flows import load_library
 from conftest import API_TOKEN, records
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -112,14 +114,17 @@ def test_a_profile_set_through_the_api_changes_the_next_triage(app, client, phon
     assert second["risk_windows"] == ["chemotherapy 5 days ago"]
 
 
+W = load_library(ROOT / "flows").windows
+
+
 def test_context_facts_from_a_profile() -> None:
     now = time.time()
     facts = context_facts({"car_t_date": days_ago(40), "age_band": "teen",
                            "low_platelets": "lt20", "blinatumomab_active": "yes",
-                           "blinatumomab_cycle": "1", "blinatumomab_day": "3"}, now, ["x"])
+                           "blinatumomab_cycle": "1", "blinatumomab_day": "3"}, now, ["x"], W)
     assert "ctx_car_t_window" not in facts and "ctx_car_t_neuro_window" in facts
     assert {"ctx_age_12_plus", "ctx_platelets_lt50", "ctx_platelets_lt20", "ctx_blinatumomab",
             "ctx_blinatumomab_early", "ctx_registered", "ctx_risk_window"} <= set(facts)
-    assert context_facts({}, now, []) == ["ctx_unregistered"]
+    assert context_facts({}, now, [], W) == ["ctx_unregistered"]
     # unknown platelets are never "ok"
-    assert "ctx_platelets_ok" not in context_facts({"name": "A"}, now, [])
+    assert "ctx_platelets_ok" not in context_facts({"name": "A"}, now, [], W)

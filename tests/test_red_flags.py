@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.config import ROOT
+from bot.conversation.flows import load_library
 from bot.conversation.reading import compile_wording
-from bot.flows import load_library
 from conftest import records
 
 LIB = load_library(ROOT / "flows")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from bot.config import ROOT
-from bot.engine import Engine
-from bot.flows import TIERS, load_library, raise_tier
+from bot.conversation.engine import Engine
+from bot.conversation.flows import TIERS, load_library, raise_tier
 from bot.sms import MAX_SEGMENTS, is_gsm7, non_gsm7, segments
 
 LONG_NUMBER = "+1 (555) 010-0100 x12"  # longer than any real number we expect
@@ -97,7 +97,7 @@ def test_menu_replies_fit():
 
 
 def test_compose_drops_optional_parts_not_mandatory_ones():
-    from bot.engine import Opt
+    from bot.conversation.engine import Opt
 
     long = "word " * 120
     text = ENGINE.compose("Call 911 now.", Opt(long), Opt("Short tip."))

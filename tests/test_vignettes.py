@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from bot import profile as profiles
-from bot.flows import TIER_RANK, TIERS, Question
+from bot.conversation.flows import TIER_RANK, TIERS, Question
 from conftest import CARE_TEAM, ONCOLOGY_LINE, Phone, records
 
 HERE = Path(__file__).parent / "vignettes"
@@ -80,8 +80,8 @@ def healthy(q: Question) -> str:
 def pending_question(app: Any, phone: str) -> Question | None:
     """The question the service is waiting on for this number, if any."""
     svc = app.extensions["triage"]
-    session = svc.store.session(phone) or {}
-    found = svc.engine.question_at(session.get("state", ""))
+    pending = svc.engine.pending(svc.store.session(phone))
+    found = svc.engine.question_at(pending or "")
     return found[1] if found else None
 
 

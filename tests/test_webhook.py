@@ -133,7 +133,7 @@ def test_same_message_sid_twice_gives_same_reply_and_moves_nothing(app, phone):
     second = phone.post("no", sid="SMdup")
     assert first.get_data() == second.get_data()
     session = app.extensions["triage"].store.session(phone.number)
-    assert session["state"] == "fever:temperature"
+    assert session["state"] == "asking" and session["at"] == "fever:temperature"
     assert "temperature" in replies(second.get_data(as_text=True))[0]
     inbound = [t for t in app.extensions["triage"].store.transcript(phone.number)
                if t["dir"] == "in"]

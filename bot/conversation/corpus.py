@@ -115,7 +115,7 @@ def render(rep: Report, verbose: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..flows import load_library
+    from .flows import load_library
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args

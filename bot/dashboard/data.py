@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from .. import escalations, indexes
-from ..flows import TIERS
+from ..conversation.flows import TIERS
 from ..profile import valid_phone
 from ..store import RECORDS, STATUS, Store, profile_key
 

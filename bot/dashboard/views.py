@@ -25,7 +25,6 @@ from flask import (
 
 from .. import audit, escalations, indexes, profile, users
 from ..config import clinic_zone
-from ..context import risk_window
 from ..service import TriageService
 from . import bp, data
 from .auth import admin_required
@@ -273,7 +272,7 @@ def render_detail(rid: str, status: int = 200, form: dict[str, str] | None = Non
         state=escalations.episode_state(store.r, rec["phone"], episode),
         colleagues=colleagues(), outcomes=escalations.CALL_OUTCOMES,
         called=escalations.CALLED, form=form or {},
-        windows_now=risk_window(prof, time.time()) if prof else []), status
+        windows_now=risk_window(prof) if prof else []), status
 
 
 def _episode_event_text(e: dict[str, Any]) -> dict[str, str]:
@@ -504,7 +503,7 @@ def patient(phone: str) -> Any:
     return render_template("dashboard/patient.html", phone=phone, profile=prof,
                            fields=profile.FIELDS, history=history,
                            facts=data.patient_facts(prof, data.profile_today(time.time())),
-                           windows=risk_window(prof, time.time()) if prof else [],
+                           windows=risk_window(prof) if prof else [],
                            transcript=texts)
 
 
@@ -582,3 +581,11 @@ def audit_log() -> Any:
     return render_template("dashboard/audit.html", entries=entries, who=user or "",
                            action=action or "", target=target or "", actions=audit.ACTIONS,
                            more=entries[-1]["id"] if len(entries) == 100 else None)
+
+
+def risk_window(profile: dict[str, str], now: float | None = None) -> list[str]:
+    """The rule-3 windows a profile puts the patient in, as words (the engine's reading, with
+    the window lengths of flows/windows.yaml)."""
+    engine = current_app.extensions["triage"].engine
+    return list(engine.patient_context(profile, time.time() if now is None else now)
+                ["risk_windows"])

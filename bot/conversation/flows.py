@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from .conversation.reading import Combination, Concept
 from .parsing import Option
+from .reading import Combination, Concept
 
 # libyaml's C loader when installed (about 10x faster start-up), else the pure-Python one.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -38,7 +38,8 @@ QUESTION_TYPES = ("yes_no", "temperature", "number", "choice", "multi_choice", "
 CITE_RE = re.compile(r"^clinical-rules\.md > (?P<section>[^>]+?) > "
                      r"(?:(?P<tier>[A-Z]+)(?: row (?P<row>\d+))?|rule (?P<rule>\d+))$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED_FLOW_IDS = {"red_flags", "messages", "concepts", "menu", "new", "idle", "opted_out"}
+RESERVED_FLOW_IDS = {"red_flags", "messages", "concepts", "windows", "menu", "new", "idle",
+                     "asking", "outcome", "follow_up", "opted_out"}
 LANGUAGES = ("en",)  # the reader's languages: flows/language/<lang>.yaml and wordings.<lang>
 VALUES = ("temperature", "spo2", "systolic_bp", "platelets", "neutrophils", "duration_min",
           "vomit_count", "stool_count", "ice_score", "usual_ice_score", "pain_score",
@@ -174,6 +175,17 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Windows:
+    """Treatment windows in days (``flows/windows.yaml``): clinical numbers are data."""
+
+    chemo_days: int = 42
+    chemo_phases: frozenset[str] = frozenset()
+    car_t_crs_days: int = 30
+    car_t_icans_days: int = 56
+    blinatumomab_early_days: int = 14
+
+
+@dataclass(frozen=True)
 class Flow:
     id: str
     title: str
@@ -186,8 +198,8 @@ class Flow:
     sources: tuple[str, ...]
     carry_facts: dict[str, float] = field(default_factory=dict)
     path: str = ""
-    # Patient context (bot/context.py ctx_* facts): when it holds, this checklist is offered
-    # first in the menu, wins ambiguous free text, and also answers to ``window_triggers``.
+    # Patient context (conversation/context.py ctx_* facts): when it holds, this checklist is
+    # offered first in the menu, wins ambiguous free text, and also answers to ``window_triggers``.
     offer_first_when: FactCondition | None = None
     window_triggers: tuple[str, ...] = ()
     scores: tuple[Score, ...] = ()
@@ -220,6 +232,7 @@ class Library:
     concepts: tuple[Concept, ...] = ()      # red flags, signs and context, language "en"
     combinations: tuple[Combination, ...] = ()
     languages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows: Windows = field(default_factory=lambda: Windows())
 
     def all_rules(self) -> list[tuple[Flow, Rule]]:
         return [(f, r) for f in self.flows.values() for r in f.rules]
@@ -411,7 +424,7 @@ def _score_ref(reader: _Reader, data: dict[str, Any], where: str, qtype: str) ->
 
 
 def _scores(reader: _Reader, data: dict[str, Any], questions: list[Question]) -> tuple[Score, ...]:
-    from .profile import BY_NAME  # the profile field spec shared with the dashboard
+    from ..profile_fields import BY_NAME  # the profile field spec shared with the dashboard
 
     out = []
     seen: set[str] = set()
@@ -549,7 +562,7 @@ def _context_condition(reader: _Reader, data: dict[str, Any]) -> FactCondition |
 def _wordings(reader: _Reader, data: dict[str, Any], key: str, where: str,
               required: bool = True) -> dict[str, tuple[str, ...]]:
     """``wordings: {en: [...], es: [...]}``: each pattern must compile (reading.py)."""
-    from .conversation.reading import compile_wording
+    from .reading import compile_wording
 
     raw = data.get(key)
     path = f"{where}.{key}"
@@ -713,7 +726,7 @@ def load_library(flows_dir: str | Path) -> Library:
         raise FlowError(f"{base}: flows folder not found")
     flows: dict[str, Flow] = {}
     for path in sorted(base.glob("*.yaml")):
-        if path.stem in ("red_flags", "messages", "concepts"):
+        if path.stem in NOT_CHECKLISTS:
             continue
         flow = load_flow(path)
         flows[flow.id] = flow
@@ -731,4 +744,30 @@ def load_library(flows_dir: str | Path) -> Library:
     _check_concept_refs(flows, concepts)
     return Library(flows=flows, red_flags=red_flags, messages=messages, menu=menu,
                    concepts=concepts, languages=_load_languages(base),
-                   combinations=_load_combinations(base / "concepts.yaml", concepts))
+                   combinations=_load_combinations(base / "concepts.yaml", concepts),
+                   windows=_load_windows(base / "windows.yaml"))
+
+
+NOT_CHECKLISTS = ("red_flags", "messages", "concepts", "windows")
+
+
+def _load_windows(path: Path) -> Windows:
+    """``windows.yaml``: each window's ``days`` (a whole number >= 0) and ``cites``; the chemo
+    window also lists the treatment phases that count as "on chemotherapy"."""
+    reader = _Reader(path.name)
+    if not path.exists():
+        raise FlowError(f"{path.name}: missing (treatment windows are data, not code)")
+    data = reader.mapping(yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader), "")
+    days: dict[str, int] = {}
+    for name in ("chemo", "car_t_crs", "car_t_icans", "blinatumomab_early"):
+        entry = reader.mapping(data.get(name), name)
+        value = entry.get("days")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise reader.fail(f"{name}.days", "must be a whole number of days >= 0")
+        if not isinstance(entry.get("cites"), str) or not entry["cites"].strip():
+            raise reader.fail(f"{name}.cites", "must cite a row of docs/clinical-rules.md")
+        days[name] = value
+    phases = reader.str_list(data["chemo"], "phases", "chemo")
+    return Windows(chemo_days=days["chemo"], chemo_phases=frozenset(phases),
+                   car_t_crs_days=days["car_t_crs"], car_t_icans_days=days["car_t_icans"],
+                   blinatumomab_early_days=days["blinatumomab_early"])
