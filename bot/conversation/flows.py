@@ -757,7 +757,7 @@ def _load_windows(path: Path) -> Windows:
     reader = _Reader(path.name)
     if not path.exists():
         raise FlowError(f"{path.name}: missing (treatment windows are data, not code)")
-    data = reader.mapping(yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader), "")
+    data = reader.mapping(_yaml(path.read_text(encoding="utf-8")), "")
     days: dict[str, int] = {}
     for name in ("chemo", "car_t_crs", "car_t_icans", "blinatumomab_early"):
         entry = reader.mapping(data.get(name), name)
