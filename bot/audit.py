@@ -13,10 +13,11 @@ length, not its text), ``assign`` (taken, handed over, given back), ``enroll``,
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
+
+from .clock import iso_utc
 
 STREAM = "triage:audit"
 ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ack", "resolve",
@@ -26,7 +27,7 @@ ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ac
 def log(r: redis.Redis, who: str, action: str, target: str = "", detail: str = "",
         now: float | None = None) -> str:
     now = time.time() if now is None else now
-    at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = iso_utc(now)
     return r.xadd(STREAM, {"at": at, "who": who or "-", "action": action,
                            "target": target or "", "detail": detail or ""})
 

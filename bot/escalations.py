@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from .clock import iso_utc as _iso
 from .store import STATUS
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
@@ -62,10 +62,6 @@ def esc_key(rid: str) -> str:
 
 def events_key(rid: str) -> str:
     return f"triage:esc:{rid}:events"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def add_event(r: redis.Redis, rid: str, action: str, who: str, note: str = "",

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .clock import iso_utc as iso
 from .conversation.engine import Result
 from .escalations import add_event, esc_key
 from .notify import SendError, SmsBackend, text_patient
-from .paging import LEASE_SECONDS, WORKER, backoff, claim_due, due_members, iso, record_time
+from .paging import LEASE_SECONDS, WORKER, backoff, claim_due, due_members, record_time
 from .service import TriageService
 from .store import mask_phone
 

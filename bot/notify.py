@@ -43,12 +43,12 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET  # nosec B405 # parses only TwiML this service built
-from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 import redis
 from flask import Flask
 
+from .clock import iso_utc as _iso
 from .sms import to_gsm7
 from .store import TRANSCRIPT_MAX, TRANSCRIPT_TTL, mask_phone, transcript_key
 
@@ -222,10 +222,6 @@ def shown_status(twilio_status: str) -> str | None:
     """Twilio's MessageStatus as the record shows it, or None for one that says nothing about
     delivery (receiving, received, partially_delivered, ...)."""
     return _SHOWN.get((twilio_status or "").strip().lower())
-
-
-def _iso(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else ""
 
 
 def _summary(fields: dict[str, str]) -> list[dict[str, Any]]:

@@ -115,10 +115,6 @@ def record_time(rid: str, rec: dict[str, Any]) -> float:
         return int(rid.split("-", 1)[0]) / 1000
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --------------------------------------------------------------------------- the consumer group
 
 def ensure_group(r: redis.Redis) -> None:

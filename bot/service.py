@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from .breaker import Breaker, StoreUnavailable
+from .clock import iso_utc
 from .conversation.engine import Engine, Result
 from .conversation.flows import Library
 from .spool import Spool
@@ -71,8 +71,7 @@ class TriageService:
                 rec["risk_windows"] = context["risk_windows"]
                 if during_outage:
                     rec["received_during_outage"] = True
-                    rec["received_at"] = datetime.fromtimestamp(now, UTC).strftime(
-                        "%Y-%m-%dT%H:%M:%SZ")
+                    rec["received_at"] = iso_utc(now)
             return result
 
         saved = self.store.process(phone, sid, body[:2000], step, now=now)

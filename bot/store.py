@@ -43,6 +43,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .privacy import mask_phone  # noqa: F401  (the one masking helper; kept importable here)
+
 log = logging.getLogger(__name__)
 
 RECORDS = "triage:records"
@@ -79,16 +81,6 @@ def transcript_key(phone: str) -> str:
 
 def profile_key(phone: str) -> str:
     return f"triage:{{{phone}}}:profile"
-
-
-def mask_phone(phone: str | None) -> str:
-    """For logs: never a whole number. '+15551234567' -> '+1*******67'."""
-    if not phone:
-        return "-"
-    keep_head = 2 if phone.startswith("+") else 1
-    if len(phone) <= keep_head + 2:
-        return "*" * len(phone)
-    return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
 
 
 # --------------------------------------------------------------------------- embedded Redis

@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from .clock import now_iso
 
 ROLES = ("nurse", "admin")
 USERS = "triage:users"
@@ -72,7 +73,7 @@ def create(r: redis.Redis, username: str, password: str, role: str, *,
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD:
         raise UserError(f"password must be at least {MIN_PASSWORD} characters")
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = now_iso()
     fields = {"password": _hasher.hash(password), "role": role, "created_at": created}
     key = user_key(username)
     if replace:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from .. import escalations, indexes
+from ..clock import iso_utc as iso
 from ..conversation.flows import TIERS
 from ..profile import valid_phone
 from ..store import RECORDS, STATUS, Store, profile_key
@@ -42,10 +43,6 @@ def parse_iso(value: str | None) -> float | None:
         return datetime.strptime(value, ISO).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(ISO)
 
 
 def age_text(seconds: float) -> str:
