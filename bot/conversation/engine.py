@@ -81,7 +81,8 @@ class Engine:
         self.concept_flows: dict[str, list[str]] = {}
         for flow in self.lib.flows.values():
             for q in flow.questions:
-                concepts = list(q.answered_by) + [c for o in q.options for c in o.concepts]
+                concepts = list(q.answered_by) + list(q.answered_no_by) + [
+                    c for o in q.options for c in o.concepts]
                 if concepts or q.value or q.type == "temperature":
                     self.fillable.append((flow, q))
                 for c in concepts:

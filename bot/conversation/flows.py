@@ -646,11 +646,14 @@ def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combi
                 raise reader.fail(where, f"unknown concept {cid!r}")
         at_least: dict[str, float] = {}
         below: dict[str, float] = {}
+        or_unknown: set[str] = set()
         for name, test in reader.mapping(cd.get("value", {}), f"{where}.value").items():
             if name not in VALUES:
                 raise reader.fail(f"{where}.value.{name}", "unknown value")
             t = reader.mapping(test, f"{where}.value.{name}")
-            reader.unknown_keys(t, {"at_least", "below"}, f"{where}.value.{name}")
+            reader.unknown_keys(t, {"at_least", "below", "or_unknown"}, f"{where}.value.{name}")
+            if reader.get(t, "or_unknown", f"{where}.value.{name}", bool, False):
+                or_unknown.add(name)
             if "at_least" in t:
                 at_least[name] = float(reader.get(t, "at_least", f"{where}.value.{name}",
                                                   (int, float)))
@@ -659,7 +662,7 @@ def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combi
                                                (int, float)))
         if not needs and not (at_least or below):
             raise reader.fail(where, "needs 'all' concepts or a value test")
-        out.append(Combination(needs, then, at_least, below))
+        out.append(Combination(needs, then, at_least, below, frozenset(or_unknown)))
     return tuple(out)
 
 

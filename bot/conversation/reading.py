@@ -108,12 +108,15 @@ class Concept:
 
 @dataclass(frozen=True)
 class Combination:
-    """Current findings ``all`` (and values at least ``at_least``) add the finding ``then``."""
+    """Current findings ``all`` (and values at least ``at_least``, below ``below``) add the
+    finding ``then``. A value named in ``or_unknown`` also passes when the text gives none
+    ("won't stop" with no duration counts as past 30 minutes)."""
 
     all: tuple[str, ...]
     then: str
     at_least: dict[str, float] = field(default_factory=dict)
     below: dict[str, float] = field(default_factory=dict)
+    or_unknown: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------- text preparation
@@ -304,9 +307,12 @@ class Reader:
         for combo in self.combinations:
             if reading.has(combo.then) or not all(reading.has(c) for c in combo.all):
                 continue
-            if any(reading.values.get(k, float("-inf")) < v for k, v in combo.at_least.items()):
+            values = reading.values
+            if any(values.get(k, float("inf") if k in combo.or_unknown else float("-inf")) < v
+                   for k, v in combo.at_least.items()):
                 continue
-            if any(reading.values.get(k, float("inf")) >= v for k, v in combo.below.items()):
+            if any(values.get(k, float("-inf") if k in combo.or_unknown else float("inf")) >= v
+                   for k, v in combo.below.items()):
                 continue
             parts = [f for f in reading.findings if f.current and f.concept in combo.all]
             concept = self.concepts[combo.then]
