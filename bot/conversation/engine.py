@@ -79,6 +79,11 @@ class Engine:
         """Which questions a finding answers, and which checklists a concept leads to."""
         self.fillable: list[tuple[Flow, Question]] = []
         self.concept_flows: dict[str, list[str]] = {}
+        # (concept, flow) where the concept only answers the flow's EMERGENCY screen: "very
+        # drowsy" is a fever emergency only with a fever, so it does not lead to that checklist
+        # by itself when another checklist asks about it.
+        self.screen_only: set[tuple[str, str]] = set()
+        asked: set[tuple[str, str]] = set()
         for flow in self.lib.flows.values():
             for q in flow.questions:
                 concepts = list(q.answered_by) + list(q.answered_no_by) + [
@@ -89,6 +94,8 @@ class Engine:
                     self.concept_flows.setdefault(c, [])
                     if flow.id not in self.concept_flows[c]:
                         self.concept_flows[c].append(flow.id)
+                    (self.screen_only if q.screen else asked).add((c, flow.id))
+        self.screen_only -= asked
 
     def read(self, text: str) -> Reading:
         return self.reader.read(text[: self.max_body_chars])

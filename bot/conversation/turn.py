@@ -373,16 +373,29 @@ class Turn:
         """Checklists the text's signs belong to: for each sign, the first of its checklists in
         this patient's menu order (a context sign, like CAR-T, leads nowhere by itself)."""
         first = self.e.offered_first(self.ctx_facts())
-        general = [fid for fid in self.e.lib.menu if self.e.lib.flows[fid].offer_first_when is None]
+        general = [fid for fid in self.e.lib.menu if self.e.lib.flows[fid].offer_first_when is None
+                   and fid not in first]
         # A checklist for a treatment window the patient is not known to be in (CRS, ICANS)
-        # is reached by its own words or the menu, not by a sign another checklist asks about.
-        menu = first + [f for f in general if f not in first]
+        # is reached by its own words or the menu, not by a sign a general checklist asks
+        # about; but a sign that a general checklist has only in its EMERGENCY screen ("very
+        # drowsy": an emergency with a fever) leads first to a checklist that asks it as a sign
+        # of its own (unusual sleepiness, neurotoxicity), whatever the patient's window.
+        window = [fid for fid in self.e.lib.menu if fid not in first and fid not in general]
         out: list[str] = []
         signs = reading.current("sign")
         # A sign every checklist asks about ("unwell") leads only when nothing else does.
         specific = [f for f in signs if len(self.e.concept_flows.get(f.concept, [])) < 4]
         for f in specific or signs:
-            flows = [fid for fid in menu if fid in self.e.concept_flows.get(f.concept, [])]
+            has = self.e.concept_flows.get(f.concept, [])
+
+            def own(fid: str, c: str = f.concept) -> bool:
+                return (c, fid) not in self.e.screen_only
+
+            asked = [fid for fid in general if fid in has]
+            flows = ([fid for fid in first if fid in has]
+                     + [fid for fid in asked if own(fid)]
+                     + [fid for fid in window if asked and fid in has and own(fid)]
+                     + asked)
             if flows and flows[0] not in out:
                 out.append(flows[0])
         if not out and ("temperature" in reading.values or "spo2" in reading.values
