@@ -27,6 +27,8 @@ SAMPLES = {
     "allergic_reaction": ["my throat is swelling", "tongue is swollen", "anaphylaxis"],
     "worst_headache": ["worst headache ever", "sudden severe headache",
                        "worst headache of her life"],
+    "back_pain_leg_weakness": ["bad back pain and my legs are numb",
+                               "back hurts and her legs are weak", "back pain, legs gave way"],
 }
 
 

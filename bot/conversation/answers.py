@@ -92,6 +92,8 @@ class Answers:
             add.append("ctx_platelets_lt50")
         if v.get("platelets", 999.0) < 20:
             add.append("ctx_platelets_lt20")
+        if "mediastinal_mass" in said:
+            add.append("ctx_t_cell_mass")
         new = [f for f in add if f not in conv.text_ctx]
         conv.text_ctx += new
         for f in new:

@@ -63,8 +63,10 @@ class Assessor:
                                     f"{flow.id}.{rule.id}"))
             if tier == "SOON":
                 for m in matched:
-                    soon_signs.add("+".join(sorted(self.fact_sign.get(f, f)
-                                                   for f in m.split("+"))))
+                    # the sign a finding stands for; scope facts (flow_*, ctx_*) are not signs
+                    soon_signs.add("+".join(sorted(
+                        self.fact_sign.get(f, f) for f in m.split("+")
+                        if not f.startswith(("flow_", "ctx_"))) or [m]))
         for flag in conv.red_flags:
             findings.append(Finding("EMERGENCY", flag.reason, flag.cites, flag.advice,
                                     f"red_flags.{flag.id}"))

@@ -203,6 +203,9 @@ class Flow:
     offer_first_when: FactCondition | None = None
     window_triggers: tuple[str, ...] = ()
     scores: tuple[Score, ...] = ()
+    # Checklists to go on with when this one ends below URGENT and the patient is in their
+    # window (their offer_first_when holds): after CAR-T, CRS then neurotoxicity.
+    continue_with: tuple[str, ...] = ()
 
     def question(self, qid: str) -> Question:
         for q in self.questions:
@@ -481,7 +484,8 @@ def load_flow(path: Path) -> Flow:
     data = reader.mapping(raw, "top level")
     reader.unknown_keys(data, {"id", "title", "menu_label", "triggers", "questions", "rules",
                                "self_care", "self_care_cites", "sources", "carry_facts",
-                               "offer_first_when", "window_triggers", "scores"}, "")
+                               "offer_first_when", "window_triggers", "scores",
+                               "continue_with"}, "")
     flow_id = reader.get(data, "id", "", str)
     if not ID_RE.match(flow_id) or flow_id in RESERVED_FLOW_IDS:
         raise reader.fail("id", f"{flow_id!r} must be lower_snake_case and not reserved")
@@ -541,6 +545,7 @@ def load_flow(path: Path) -> Flow:
         offer_first_when=_context_condition(reader, data),
         window_triggers=reader.str_list(data, "window_triggers", "", ()),
         scores=scores,
+        continue_with=reader.str_list(data, "continue_with", "", ()),
     )
 
 
@@ -745,6 +750,11 @@ def load_library(flows_dir: str | Path) -> Library:
     red_flags = _load_red_flags(base / "red_flags.yaml")
     concepts = _load_concepts(base / "concepts.yaml", red_flags)
     _check_concept_refs(flows, concepts)
+    for flow in flows.values():
+        for i, fid in enumerate(flow.continue_with):
+            if fid not in flows or fid == flow.id:
+                raise _Reader(Path(flow.path).name).fail(f"continue_with[{i}]",
+                                                         f"no other checklist {fid!r}")
     return Library(flows=flows, red_flags=red_flags, messages=messages, menu=menu,
                    concepts=concepts, languages=_load_languages(base),
                    combinations=_load_combinations(base / "concepts.yaml", concepts),

@@ -293,7 +293,7 @@ class Reader:
         read_values(reading, raw_tokens)
         self._combine(reading)
         reading.caregiver = self._caregiver(tokens)
-        reading.question = bool(re.search(r"\?\s*$", text.strip())) or (
+        reading.question = "?" in text or (
             tokens[0] in self._question_starts and len(tokens) <= 8)
         return reading
 
@@ -438,8 +438,9 @@ _LINK = r"(?: (?:is|was|of|at|=|reads|read|says|said|shows|showed|showing|went|u
         r"&))*"
 _C = r"(?: (?:c|degrees|degree|deg|celsius|centigrade|oc))"
 _F = r"(?: (?:f|fahrenheit|farenheit|faranheit|degrees f|deg f))"
-_NOT_AFTER = r"(?! (?:min|mins|minute|minutes|m|hour|hours|hr|hrs|h|kg|kgs|kilos|lb|lbs|pounds|" \
-             r"years|year|yrs|yr|days|day|weeks|week|months|month|times|x|percent|bpm|ml|mg))"
+_NOT_AFTER = (r"(?! (?:min|mins|minute|minutes|m|hour|hours|hr|hrs|h|kg|kgs|kilos|lb|lbs|pounds|"
+              r"years|year|yrs|yr|days|day(?! \d)|weeks|week(?! \d)|months|month|times|x|"
+              r"percent|bpm|ml|mg))")
 
 
 def _f(x: str) -> float:
@@ -475,7 +476,9 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     v, w = reading.values, reading.value_words
 
     def put(name: str, value: float | None, words: str) -> None:
-        if value is not None and name not in v:
+        # Several temperatures in one text ("37.4 now but was 38.5 before"): the highest
+        # counts (clinical-rules.md: any single reading >= 38.0 C).
+        if value is not None and (name not in v or (name == "temperature" and value > v[name])):
             v[name] = value
             w[name] = words.strip()
 

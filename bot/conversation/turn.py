@@ -278,7 +278,7 @@ class Turn:
             return started
         self.fire("greet")
         if self.free_text(reading):
-            return self.unrecognised(text, greeting=True)
+            return self.unrecognised(text, greeting=True, reading=reading)
         return self.e.compose(self.m["greeting"], self.menu_text())
 
     def from_idle(self, text: str, norm: str, reading: Reading) -> str:
@@ -291,7 +291,7 @@ class Turn:
         if started:
             return started
         if asked_else or self.free_text(reading):
-            return self.unrecognised(text)
+            return self.unrecognised(text, reading=reading)
         if last_tier:  # "idk", "?" after an outcome: what to do, again, never the menu alone
             return self.e.compose(self.fill(self.m["closing"].format(
                 reminder=self.m["tier_short"][last_tier])), Opt(self.fill(
@@ -304,30 +304,51 @@ class Turn:
         words = [t for t in reading.tokens if t.isalpha() and t not in chat]
         return len(words) >= 3
 
-    def unrecognised(self, text: str, greeting: bool = False) -> str:
+    def unrecognised(self, text: str, greeting: bool = False,
+                     reading: Reading | None = None) -> str:
         """Nothing we know, in the patient's own words: never dropped. The patient is asked
-        to call the care team today and the record is flagged for a nurse to read."""
+        to call the care team today and the record is flagged for a nurse to read. A question
+        from someone who says the patient is well, with no symptom in it ("can he use a normal
+        toothbrush? hes fine"), is ROUTINE, and still read by a nurse."""
         conv = self.conv()
         conv.awaiting_free_text = False
         own = to_gsm7(text.strip())
         conv.answers["own_words"] = Answer(own[:300], None, own[:300])
-        findings = [Finding("SOON", "the patient's own words need a nurse to read them: '"
-                            + own[:200] + "'",
-                            "clinical-rules.md > How answers combine > rule 1")]
         tier, known = self.assess(conv)
         if TIER_RANK[tier] > TIER_RANK["SOON"]:
             return self.after_move()
-        rec = self.e.record(self.s, kind="unrecognised", phone=self.phone, now=self.now,
-                            tier="SOON", findings=findings + known)
+        question = reading is not None and tier == "ROUTINE" and self.well_question(reading)
+        out = "ROUTINE" if question else "SOON"
+        findings = [Finding(out, ("a question, the patient said to be well" if question else
+                                  "the patient's own words need a nurse to read them")
+                            + ": '" + own[:200] + "'",
+                            "clinical-rules.md > How answers combine > rule 1")]
+        rec = self.e.record(self.s, kind="question" if question else "unrecognised",
+                            phone=self.phone, now=self.now, tier=out, findings=findings + known)
         rec["needs_reading"] = True
         self.records.append(rec)
-        conv.tier = "SOON"
+        conv.tier = out
         self.fire("conclude")
+        if question:
+            return self.e.compose(self.fill(self.m["question_routine"]))
         parts: list[str | Opt] = [self.fill(self.m["tier"]["SOON"]),
                                   Opt(self.fill(self.m["unrecognised"]))]
         if greeting:
             parts.append(Opt(self.m["greeting_short"]))
         return self.e.compose(*parts)
+
+    def well_question(self, reading: Reading) -> bool:
+        """No symptom now, and the texter says the patient is well (or only denies signs)
+        while asking something."""
+        if "question_routine" not in self.m:
+            return False
+        current = reading.current()
+        if any(f.kind in ("sign", "red_flag") for f in current):
+            return False
+        well = any(f.concept == "doing_well" and not f.hypothetical for f in reading.findings)
+        denied = any(f.negated and f.kind in ("sign", "red_flag") for f in reading.findings) or \
+            bool(set(reading.tokens) & {"no", "not", "hasnt", "havent", "isnt", "never"})
+        return well or (reading.question and denied)
 
     def pick_from_menu(self, norm: str) -> str | None:
         toks = norm.split()
@@ -553,6 +574,13 @@ class Turn:
         conv = self.conv() if self.s.conv is None else self.s.conv
         tier, _ = self.assess(conv)
         if TIER_RANK[tier] < TIER_RANK["URGENT"]:
+            ctx = self.ctx_facts()
+            for fid in conv.flows[-1:]:
+                for nxt in self.e.lib.flows[fid].continue_with:
+                    cond = self.e.lib.flows[nxt].offer_first_when
+                    if nxt not in conv.flows and nxt not in conv.queue and (
+                            cond is None or cond.holds(ctx)):
+                        conv.queue.append(nxt)
             while conv.queue:
                 nxt = conv.queue.pop(0)
                 if nxt in conv.flows:
