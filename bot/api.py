@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import escalations as esc_store
 from . import indexes
 from .flows import TIERS
 
@@ -59,7 +60,52 @@ def escalations() -> Any:
                                           limit=limit)
     else:
         records = store.records(tiers=tiers, status=status, limit=limit)
-    return jsonify({"escalations": records})
+    return jsonify({"escalations": fold(store, records, tiers)})
+
+
+def fold(store: Any, records: list[dict[str, Any]], tiers: list[str]) -> list[dict[str, Any]]:
+    """One entry per escalation: a record merged into its conversation's open escalation
+    (``paging.py``) is shown once, inside it (``merged``), and an escalation raised in place
+    shows its tier now (``tier``; the record's own in ``record_tier``, ``raised_from``). The
+    tier filter applies to the escalation's tier. Records the worker has not routed yet are
+    shown as they are."""
+    if not records:
+        return []
+    pipe = store.r.pipeline(transaction=False)
+    for rec in records:
+        pipe.hmget(esc_store.esc_key(rec["id"]), "merged_into", "escalation_tier",
+                   "raised_from")
+    found = {rec["id"]: dict(zip(("merged_into", "escalation_tier", "raised_from"), got,
+                                 strict=True))
+             for rec, got in zip(records, pipe.execute(), strict=True)}
+    out: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    for rec in records:
+        holder = found[rec["id"]]["merged_into"]
+        rid = holder or rec["id"]
+        if rid in shown:
+            continue
+        if holder:
+            head = store.record(holder)
+            if head is None:  # the escalation's record is gone: show the record itself
+                head, rid = rec, rec["id"]
+            esc = esc_store.details(store.r, rid)
+        else:
+            head, esc = rec, found[rid]
+        shown.add(rid)
+        entry = dict(head)
+        entry["record_tier"] = head.get("tier")
+        entry["tier"] = esc_store.escalation_tier(head, esc)
+        if esc.get("raised_from"):
+            entry["raised_from"] = esc["raised_from"]
+        if not tiers or entry["tier"] in tiers:
+            out.append(entry)
+    pipe = store.r.pipeline(transaction=False)
+    for entry in out:
+        pipe.smembers(esc_store.members_key(entry["id"]))
+    for entry, members in zip(out, pipe.execute(), strict=True):
+        entry["merged"] = sorted(members)
+    return out
 
 
 @bp.get("/patients/<phone>")

@@ -41,8 +41,9 @@ import redis
 from flask import Flask
 
 from . import indexes, notify
+from .escalations import esc_key
 from .followup import FollowUps
-from .paging import BATCH, MERGED, Pager, PagingSettings, consume
+from .paging import BATCH, MERGED, RAISED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     """What one new triage record starts."""
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
-    if kind != MERGED:  # a merged record rides on the escalation already paged (and called)
+    if kind == RAISED:  # the conversation's open escalation now has this record's tier
+        holder = rt.pager.r.hget(esc_key(rid), "merged_into")
+        if holder:
+            rt.voice.on_record(holder, rec, now)
+    elif kind != MERGED:  # a merged record rides on the escalation already paged (and called)
         rt.voice.on_record(rid, rec, now)
     if origin and kind is None and rec.get("kind") == "abandoned":
         # No complete reply to a re-check after a worrying answer: rule 5, alert the team.

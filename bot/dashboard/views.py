@@ -267,7 +267,7 @@ def render_detail(rid: str, status: int = 200, form: dict[str, str] | None = Non
         seen=",".join(x["id"] for x in recs),
         transcript=data.transcript_window(store, window, whole=whole), whole=whole,
         questions=question_texts(recs), profile=prof, fields=profile.FIELDS,
-        esc=escalations.details(store.r, head["id"]), history=history,
+        esc=escalations.details(store.r, row["escalation"]), history=history,
         calls=[e for e in ep_events if e.get("action") == "call"],
         notes=[e for e in ep_events if e.get("action") == "note"],
         state=escalations.episode_state(store.r, rec["phone"], episode),
