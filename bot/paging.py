@@ -453,16 +453,26 @@ class Pager:
             if f"r{page_round}:{number}" in ledger or (
                     once_per_tier and f"t:{tier}:{number}" in ledger):
                 continue  # this number has this round's page, or this tier's
+            claim = f"p{page_round}:{number}"
+            if claim in ledger:
+                # A worker stopped between starting this text and recording it: it may have
+                # gone out. Sent again (a page twice is better than none), and said so.
+                add_event(self.r, rid, "page_resent", WORKER,
+                          f"page to {mask_phone(number)} sent again: a worker stopped while "
+                          "sending it (it may arrive twice)", now)
+            sent = {f"r{page_round}:{number}": f"{now}"}
+            if once_per_tier:
+                sent[f"t:{tier}:{number}"] = f"{now}"
             try:
-                self.outbox.send_tracked(rid, number, body, ON_CALL, now)
-                # at once: a worker killed before the round ends must not text this number
-                # again when the page is taken over
-                sent = {f"r{page_round}:{number}": f"{now}"}
-                if once_per_tier:
-                    sent[f"t:{tier}:{number}"] = f"{now}"
-                self.r.hset(ledger_key(rid), mapping=sent)
+                self.r.hset(ledger_key(rid), claim, f"{now}")
+                # recorded the moment the provider accepts it: a worker killed after that
+                # never texts this number again when the page is taken over
+                self.outbox.send_tracked(
+                    rid, number, body, ON_CALL, now,
+                    on_sent=lambda sent=sent: self.r.hset(ledger_key(rid), mapping=sent))
                 ledger.update(sent)
             except SendError as exc:
+                self.r.hdel(ledger_key(rid), claim)  # refused: certainly not sent
                 errors.append(f"{mask_phone(number)}: {exc}")
             except Exception as exc:  # a backend bug must not stop the retries
                 errors.append(f"{mask_phone(number)}: {type(exc).__name__}")

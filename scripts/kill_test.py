@@ -336,9 +336,10 @@ def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
 def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = None,
                 seed: int | None = None, max_kills: int | None = None,
                 every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0,
-                pager_kills: int = 0) -> dict[str, Any]:
+                pager_kills: int = 0, raised: int = 20) -> dict[str, Any]:
     """Item 1: SIGKILL gunicorn workers at random moments (every ``every`` seconds, at most
-    ``max_kills``) under red-flag load."""
+    ``max_kills``) under red-flag load. Then (``pager_kills``) item 4: the real worker pages
+    them, and ``raised`` URGENT escalations raised in place, while SIGKILLed."""
     random.seed(seed)
     with _folder(folder) as tmp:
         rs = RedisServer(tmp, free_port(), aof=False)
@@ -375,7 +376,8 @@ def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = Non
             out = {"scenario": "worker-kill", "sigkills": kills, "replayed": replayed,
                    **count(rs.url, phones, tally)}
             if pager_kills:
-                out.update(page_with_killed_workers(rs.url, tmp, pager_kills))
+                out.update(page_with_killed_workers(rs.url, tmp, pager_kills,
+                                                    raised=raised))
         finally:
             rs.stop()
     return out
@@ -385,18 +387,36 @@ ON_CALL = ("+15550001111", "+15550002222")
 
 
 def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
-                             budget: float = 120.0) -> dict[str, Any]:
+                             budget: float = 120.0, raised: int = 20) -> dict[str, Any]:
     """Item 4/5: the real worker (``python -m bot.worker``, console SMS backend: every page is
     printed) pages every record, SIGKILLed ``kills`` times at random moments and started
-    again each time. Counts the texts per (record, on-call number): each exactly once."""
+    again each time. Besides the EMERGENCY records already there, ``raised`` conversations
+    open an URGENT escalation, and an EMERGENCY record of the same conversation arrives after
+    the first kill: the same escalation is raised in place and paged again at EMERGENCY.
+    Counts the texts per (escalation, on-call number, tier): EMERGENCY exactly once for every
+    escalation, URGENT at most once (none if the raise came before the URGENT page went)."""
     import re
+
+    from bot.store import Store
 
     env = service_env(redis_url, folder / "instance", "https://triage.example.org")
     env.update({"ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
                 "PUBLIC_BASE_URL": ""})  # no receipts: no voice calls mixed into the count
     r = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = Store(r, session_ttl=3600, dedup_ttl=3600)
     rids = [rid for rid, f in r.xrange("triage:records")
             if json.loads(f["data"]).get("tier") == "EMERGENCY"]
+
+    def conversation_record(i: int, tier: str) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return store.append_record({
+            "phone": f"+1555200{i:04d}", "flow": "fever" if tier == "URGENT" else "red_flag",
+            "tier": tier, "kind": "completed" if tier == "URGENT" else "red_flag",
+            "reasons": ["temperature 38.6 C >= 38.0" if tier == "URGENT" else "can't breathe"],
+            "answers": {}, "episode_id": f"raise{i}", "conversation_id": f"raise{i}",
+            "created_at": stamp, "started_at": stamp})
+
+    holders = [conversation_record(i, "URGENT") for i in range(raised)]
     outputs: list[Path] = []
 
     def start() -> subprocess.Popen[bytes]:
@@ -408,13 +428,16 @@ def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
 
     def all_paged() -> bool:
         pipe = r.pipeline(transaction=False)
-        for rid in rids:
-            pipe.hget(f"triage:esc:{rid}", "page_status")
-        return all(st == "sent" for st in pipe.execute())
+        for rid in [*rids, *holders]:
+            pipe.hmget(f"triage:esc:{rid}", "page_status", "escalation_tier")
+        got = pipe.execute()
+        return (all(st == "sent" for st, _ in got)
+                and all(tier == "EMERGENCY" for _, tier in got[len(rids):]))
 
     started = time.monotonic()
     proc = start()
     done_kills = 0
+    raisers: list[str] = []
     try:
         while done_kills < kills and time.monotonic() - started < budget:
             time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages for a while
@@ -422,27 +445,41 @@ def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
             proc.wait()
             done_kills += 1
             proc = start()
+            if not raisers:  # the URGENT conversations become EMERGENCY
+                raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
+        if not raisers:
+            raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
         while not all_paged() and time.monotonic() - started < budget:
             time.sleep(0.5)
         paged_in = time.monotonic() - started
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    sent: dict[tuple[str, str], int] = {}
-    pattern = re.compile(r"\[sms to (\S+)\] .*escalation (\d+-\d+)")
+    sent: dict[tuple[str, str, str], int] = {}
+    pattern = re.compile(r"\[sms to (\S+)\] (?:OVERDUE, not acknowledged: )?"
+                         r"(EMERGENCY|URGENT|SOON)\b.*escalation (\d+-\d+)")
     for out in outputs:
         for line in out.read_text(errors="replace").splitlines():
             m = pattern.search(line)
             if m:
-                key = (m.group(2), m.group(1))
+                key = (m.group(3), m.group(1), m.group(2))
                 sent[key] = sent.get(key, 0) + 1
     from bot.store import mask_phone
 
-    expected = {(rid, mask_phone(n)) for rid in rids for n in ON_CALL}
+    expected = {(rid, mask_phone(n), "EMERGENCY") for rid in [*rids, *holders] for n in ON_CALL}
+    raised_ok = sum(1 for h in holders if r.hget(f"triage:esc:{h}", "raised_by") in raisers)
+    resent = sum(1 for rid in [*rids, *holders]
+                 for e in r.lrange(f"triage:esc:{rid}:events", 0, -1)
+                 if json.loads(e).get("action") == "page_resent")
     return {"worker_sigkills": done_kills, "pages_expected": len(expected),
-            "pages_sent": sum(sent.values()),
+            "pages_sent": sum(c for k, c in sent.items() if k in expected),
             "pages_missing": len(expected - set(sent)),
             "pages_duplicated": sum(c - 1 for c in sent.values() if c > 1),
+            "raised_escalations": raised_ok, "raised_expected": raised,
+            "pages_resent_after_kill_in_send": resent,
+            "urgent_pages_before_raise": sum(c for k, c in sent.items() if k[2] == "URGENT"),
+            "pages_other": sum(c for k, c in sent.items()
+                               if k not in expected and k[2] != "URGENT"),
             "all_paged_within_s": round(paged_in, 1)}
 
 
@@ -540,9 +577,13 @@ def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str
         problems.append("a red-flag text was answered without 'Call 911 now.'")
     if out["http_5xx"]:
         problems.append(f"{out['http_5xx']} 5xx answer(s)")
-    if out.get("pages_missing") or out.get("pages_duplicated"):
+    if out.get("pages_missing") or out.get("pages_duplicated") or out.get("pages_other"):
         problems.append(f"pages: {out.get('pages_missing')} missing, "
-                        f"{out.get('pages_duplicated')} duplicated")
+                        f"{out.get('pages_duplicated')} duplicated, "
+                        f"{out.get('pages_other')} unexpected")
+    if out.get("raised_escalations", 0) != out.get("raised_expected", 0):
+        problems.append(f"{out.get('raised_escalations')} of {out.get('raised_expected')} "
+                        "URGENT escalations raised in place")
     if latency_limit and (out["reply_max_s"] or 0) > latency_limit:
         problems.append(f"slowest reply {out['reply_max_s']} s > {latency_limit} s")
     return problems

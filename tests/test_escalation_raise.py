@@ -191,6 +191,30 @@ def test_worker_killed_mid_raise_page_texts_no_number_twice_per_tier(app: Any,
     ledger = r(app).hgetall(ledger_key(urgent))
     assert {k for k in ledger if k.startswith("t:")} == {
         f"t:{t}:{n}" for n in ON_CALL for t in ("URGENT", "EMERGENCY")}
+    # it died inside the send to the second number: that text is owned up to, not hidden
+    assert "page_resent" in actions(app, urgent)
+
+
+def test_killed_after_the_provider_accepted_the_text_it_is_never_sent_again(
+        app: Any, sms: Any, monkeypatch: Any) -> None:
+    """The ledger is written the moment the provider accepts a text, before the delivery
+    bookkeeping: a worker killed in that bookkeeping does not text the number again."""
+    rid = record(app, "EMERGENCY", flow="red_flag", reason="can't breathe", kind="red_flag")
+    rt = runtime(app)
+    real = rt.pager.outbox.receipts.sent
+
+    def die(*a: Any, **kw: Any) -> None:
+        raise SystemExit("worker killed after Twilio accepted the text")
+
+    monkeypatch.setattr(rt.pager.outbox.receipts, "sent", die)
+    t0 = time.time()
+    with pytest.raises(SystemExit):
+        tick(app, t0)
+    monkeypatch.setattr(rt.pager.outbox.receipts, "sent", real)
+    tick(app, t0 + EMERGENCY_LEASE_SECONDS + 1)
+    assert [len(sms.to(n)) for n in ON_CALL] == [1, 1]
+    assert "page_resent" not in actions(app, rid)
+    assert esc(app, rid)["page_status"] == "sent"
 
 
 def test_an_acknowledged_escalation_is_not_raised_a_new_one_pages(app: Any, sms: Any) -> None:

@@ -91,11 +91,13 @@ def test_kill_gunicorn_workers_under_red_flag_load_short(tmp_path: Path) -> None
     config, 3 workers), real Redis, SIGKILL at random moments, retries with the same
     MessageSid: EMERGENCY records == 'Call 911 now.' replies."""
     out = kill_test.worker_kill(messages=120, threads=6, folder=tmp_path, max_kills=6,
-                                every=(0.3, 0.6), spacing=0.2, pager_kills=1)
+                                every=(0.3, 0.6), spacing=0.2, pager_kills=1, raised=10)
     assert out["sigkills"] >= 3, out
     # the real worker (python -m bot.worker), SIGKILLed once while paging, restarted: every
-    # record paged to each on-call number exactly once
-    assert out["pages_sent"] == out["pages_expected"] == 2 * out["texts"], out
+    # escalation paged to each on-call number exactly once at EMERGENCY (the 10 URGENT ones
+    # raised in place included), no (escalation, number, tier) twice
+    assert out["pages_sent"] == out["pages_expected"] == 2 * (out["texts"] + 10), out
+    assert out["raised_escalations"] == 10 and out["pages_duplicated"] == 0, out
     assert kill_test.verdict(out) == [], out
     assert out["emergency_records"] == out["told_call_911"] == out["texts"], out
 
