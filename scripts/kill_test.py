@@ -214,7 +214,9 @@ def send_until_answered(server: Gunicorn, tally: Tally, phone: str, body: str,
         started = time.monotonic()
         try:
             status, text = post_sms(server.port, server.base, phone, sid, body, timeout=15)
-        except OSError:  # the worker was killed mid-request: no answer, Twilio retries
+        except (OSError, http.client.HTTPException):
+            # the worker was killed mid-request (no answer, or the answer cut off mid-body,
+            # IncompleteRead): Twilio retries
             with tally.lock:
                 tally.attempts += 1
                 tally.retries += 1
@@ -439,14 +441,26 @@ def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
     done_kills = 0
     raisers: list[str] = []
     try:
+        def urgent_paged() -> bool:
+            pipe = r.pipeline(transaction=False)
+            for rid in holders:
+                pipe.hget(f"triage:esc:{rid}", "page_status")
+            return all(st == "sent" for st in pipe.execute())
+
         while done_kills < kills and time.monotonic() - started < budget:
-            time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages for a while
+            if not raisers and done_kills == kills - 1:
+                # before the last kill, the URGENT conversations become EMERGENCY once their
+                # URGENT page went out: the raise's pages are sent under that kill
+                while not urgent_paged() and time.monotonic() - started < budget / 2:
+                    time.sleep(0.2)
+                raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
+                time.sleep(random.uniform(0.05, 0.6))
+            else:
+                time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages a while
             proc.kill()
             proc.wait()
             done_kills += 1
             proc = start()
-            if not raisers:  # the URGENT conversations become EMERGENCY
-                raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
         if not raisers:
             raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
         while not all_paged() and time.monotonic() - started < budget:
