@@ -37,6 +37,44 @@ def require_token(view: Any) -> Any:
     return wrapped
 
 
+def require_token_or_login(view: Any) -> Any:
+    """The bearer token, as every /api route; or a signed-in dashboard user (the dashboard's
+    banner links here), audited."""
+    token_view = require_token(view)
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("Authorization"):
+            return token_view(*args, **kwargs)
+        from . import audit
+        from .dashboard.auth import signed_in_user
+
+        user = signed_in_user()
+        if user is None:
+            return token_view(*args, **kwargs)  # 401, as without a token
+        audit.log(current_app.extensions["triage"].store.r, user.username,
+                  "view_" + request.path.rstrip("/").rsplit("/", 1)[-1], request.path)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.get("/deadletters")
+@require_token_or_login
+def deadletters() -> Any:
+    """Records the worker could not read, set aside on the dead-letter list (newest first),
+    with anything that could be a phone number masked. ``?limit=`` (default 100)."""
+    from .paging import DEAD_LETTERS, dead_letters
+
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        return error(400, "limit must be a whole number")
+    if not 1 <= limit <= MAX_LIMIT:
+        return error(400, f"limit must be between 1 and {MAX_LIMIT}")
+    r = current_app.extensions["triage"].store.r
+    return jsonify({"count": int(r.llen(DEAD_LETTERS)), "dead_letters": dead_letters(r, limit)})
+
+
 @bp.get("/escalations")
 @require_token
 def escalations() -> Any:

@@ -39,6 +39,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -196,10 +198,49 @@ def _parse(r: redis.Redis, rid: str, fields: dict[str, str] | None
 def dead_letter(r: redis.Redis, rid: str, fields: dict[str, str], why: str) -> None:
     """A record nobody can read is not acknowledged silently: it is kept (as stored) on the
     dead-letter list, which /healthz and the dashboard banner raise as an alarm."""
-    entry = {"id": rid, "why": why, "fields": {k: str(v)[:4000] for k, v in fields.items()}}
+    entry = {"id": rid, "why": why, "at": iso(time.time()),
+             "fields": {k: str(v)[:4000] for k, v in fields.items()}}
     r.lpush(DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
     log.error("record %s cannot be read (%s): moved to %s; ALARM raised", rid, why,
               DEAD_LETTERS)
+
+
+_DIGITS_RUN = re.compile(r"[+\d][\d\s().\-/]*\d")
+PREVIEW_CHARS = 500
+
+
+def mask_numbers(text: str) -> str:
+    """Anything that could be a phone number, however it is written (``+1 (555) 123-4567``,
+    percent-encoded ``%2B1%20555...``, digits in JSON), masked like ``mask_phone``: every run
+    of digits and separators with 7 or more digits. Dates may be masked too (safe side)."""
+    text = urllib.parse.unquote(text)
+
+    def mask(m: re.Match[str]) -> str:
+        digits = re.sub(r"[^\d+]", "", m.group(0))
+        return mask_phone(digits) if sum(c.isdigit() for c in digits) >= 7 else m.group(0)
+
+    return _DIGITS_RUN.sub(mask, text)
+
+
+def dead_letters(r: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """The dead-letter list, newest first, for people: the record id, why it could not be
+    read, when, and each stored field cut to PREVIEW_CHARS with numbers masked."""
+    out = []
+    for raw in r.lrange(DEAD_LETTERS, 0, limit - 1):
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            entry = {"id": "?", "why": "the dead-letter entry itself cannot be read",
+                     "fields": {"raw": str(raw)}}
+        fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else {}
+        out.append({"id": str(entry.get("id", "?")),
+                    "why": mask_numbers(str(entry.get("why", ""))),
+                    "at": entry.get("at", ""),
+                    "fields": {mask_numbers(str(k)): mask_numbers(str(v))[:PREVIEW_CHARS]
+                               for k, v in fields.items()}})
+    return out
 
 
 def ack(r: redis.Redis, rid: str) -> None:

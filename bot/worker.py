@@ -177,10 +177,15 @@ def health(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
 
 def banner_text(r: redis.Redis, now: float | None = None) -> str:
     """One sentence for the dashboard banner when the worker or the records need a person."""
+    return banner(r, now)[0]
+
+
+def banner(r: redis.Redis, now: float | None = None) -> tuple[str, int]:
+    """``banner_text`` and the number of dead letters (the banner links to them)."""
     try:
         h = health(r, now)
     except (redis.RedisError, OSError):
-        return "Redis does not answer: texts are answered but records may be delayed."
+        return "Redis does not answer: texts are answered but records may be delayed.", 0
     parts = []
     if h["worker_silent"]:
         ago = h["worker_last_tick_seconds_ago"]
@@ -190,7 +195,7 @@ def banner_text(r: redis.Redis, now: float | None = None) -> str:
     if h["dead_letters"]:
         parts.append(f"{h['dead_letters']} unreadable record(s) set aside (dead letters): "
                      "check them with the service's operator.")
-    return " ".join(parts)
+    return " ".join(parts), int(h["dead_letters"])
 
 
 def check(max_age: float | None = None, now: float | None = None) -> tuple[bool, str]:

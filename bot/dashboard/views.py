@@ -143,9 +143,10 @@ def alarm() -> dict[str, Any]:
     out = data.banner(rows)
     out["url"] = (url_for("dashboard.detail", rid=out["oldest_id"]) if out["count"] == 1
                   else url_for("dashboard.queue", tier="EMERGENCY", status="open"))
-    from ..worker import banner_text  # the worker silent > 60 s, dead-lettered records
+    from ..worker import banner  # the worker silent > 60 s, dead-lettered records
 
-    out["system"] = banner_text(service().store.r)
+    out["system"], letters = banner(service().store.r)
+    out["deadletters_url"] = url_for("api.deadletters") if letters else ""
     return out
 
 
