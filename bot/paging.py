@@ -347,18 +347,30 @@ class Pager:
                           now)
                 log.warning("escalation %s not paged: ON_CALL_NUMBERS is empty", rid)
             return False
-        if not self.r.hsetnx(key, "page_status", PENDING):
-            return False
         tier = (self.store.record(rid) or {}).get("tier", "")
-        self.r.hsetnx(key, "escalation_tier", tier)
-        self.r.hset(key, mapping={"page_kind": kind, "page_tier": tier, "page_attempts": 0,
-                                  "page_round": 1, "page_round_kind": kind,
-                                  "page_round_attempts": 0, "page_delivered": "[]",
-                                  "page_next_at": now})
-        if note:
-            add_event(self.r, rid, "page_queued", WORKER, note, now)
-        self.r.zadd(DUE, {rid: now})
-        return True
+        # One transaction: a worker killed here leaves either no page (the record is routed
+        # again and starts it) or a page that is due, never a status without its due time.
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.hexists(key, "page_status"):
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hsetnx(key, "escalation_tier", tier)
+                    pipe.hset(key, mapping={
+                        "page_status": PENDING, "page_kind": kind, "page_tier": tier,
+                        "page_attempts": 0, "page_round": 1, "page_round_kind": kind,
+                        "page_round_attempts": 0, "page_delivered": "[]",
+                        "page_next_at": now})
+                    if note:
+                        add_event(self.r, rid, "page_queued", WORKER, note, now, pipe=pipe)
+                    pipe.zadd(DUE, {rid: now})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def _join_episode(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
         """One open escalation per conversation. None: this record holds (or now holds) the
@@ -614,14 +626,25 @@ class Pager:
                           "was paged", now)
                 log.warning("escalation %s overdue and not paged: ON_CALL_NUMBERS is empty", rid)
                 continue
-            page_round = self.r.hincrby(key, "page_round", 1)
-            self.r.hset(key, mapping={"page_status": PENDING, "page_round_kind": OVERDUE_ROUND,
-                                      "page_round_attempts": 0, "page_delivered": "[]",
-                                      "page_next_at": now})
-            self.r.hsetnx(key, "page_kind", "new")
-            self.r.zadd(DUE, {rid: now})
-            add_event(self.r, rid, "overdue_repaged", WORKER,
-                      f"{why}: marked overdue, paging again (round {page_round})", now)
+            with self.r.pipeline(transaction=True) as pipe:  # the new round, due, at once
+                while True:
+                    try:
+                        pipe.watch(key)
+                        page_round = int(pipe.hget(key, "page_round") or 0) + 1
+                        pipe.multi()
+                        pipe.hset(key, mapping={
+                            "page_status": PENDING, "page_round": page_round,
+                            "page_round_kind": OVERDUE_ROUND, "page_round_attempts": 0,
+                            "page_delivered": "[]", "page_next_at": now})
+                        pipe.hsetnx(key, "page_kind", "new")
+                        pipe.zadd(DUE, {rid: now})
+                        add_event(self.r, rid, "overdue_repaged", WORKER,
+                                  f"{why}: marked overdue, paging again (round {page_round})",
+                                  now, pipe=pipe)
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
             log.warning("escalation %s overdue: paging again (round %s)", rid, page_round)
             repaged += 1
         return repaged

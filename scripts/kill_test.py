@@ -4,7 +4,9 @@ real redis-server, signed Twilio requests, real signals. Nothing is mocked.
     python scripts/kill_test.py worker-kill [--messages 400]   # item 1: SIGKILL gunicorn workers
     python scripts/kill_test.py redis-stall [--messages 200]   # item 2: SIGSTOP redis-server
     python scripts/kill_test.py redis-kill  [--messages 300]   # items 3, 6: SIGKILL redis-server
-    python scripts/kill_test.py all                            # the three, full size
+    python scripts/kill_test.py pager-delay [--messages 3]     # item 5: worker SIGKILLed
+                                                               # holding an EMERGENCY record
+    python scripts/kill_test.py all                            # the first three, full size
 
 Every scenario sends red-flag texts ("I cant breathe"), each from its own number with its own
 MessageSid, from several threads at once, and retries every request that failed or went
@@ -59,6 +61,7 @@ from conftest import (  # noqa: E402
 RED_FLAG = "I cant breathe"
 EMERGENCY_START = "Call 911 now."
 REPLY_LIMIT = 3.0  # seconds: every reply under any Redis fault (issue 8, item 2)
+PAGE_DELAY_LIMIT = 30.0  # seconds an EMERGENCY page may be delayed by a worker crash (item 5)
 
 
 # ------------------------------------------------------------------ real processes
@@ -569,6 +572,86 @@ def redis_kill(messages: int = 300, threads: int = 6, down: float = 4.0,
     return out
 
 
+def pager_delay(rounds: int = 3, folder: Path | None = None) -> dict[str, Any]:
+    """Item 5: how long a worker's crash delays an EMERGENCY page. The real worker at its
+    default tick (15 s), two on-call numbers; per round an EMERGENCY record is written, the
+    worker is SIGKILLed the moment it holds the record (read from the stream but not yet
+    acknowledged, or routed but not yet paged), and a new worker is started at once (what a
+    supervisor's restart does). Measures the seconds from the kill, and from the record, to
+    the page the new worker prints. Limit: 30 s after the kill (issue 8, item 5)."""
+    import re
+
+    from bot.store import Store
+
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        env = service_env(rs.url, tmp / "instance", "https://triage.example.org")
+        env.update({"ON_CALL_NUMBERS": ",".join(ON_CALL), "PUBLIC_BASE_URL": "",
+                    "WORKER_TICK_SECONDS": "15"})
+        r = redis.Redis.from_url(rs.url, decode_responses=True)
+        store = Store(r, session_ttl=3600, dedup_ttl=3600)
+        logs: list[Path] = []
+
+        def start() -> subprocess.Popen[bytes]:
+            out = tmp / f"delay-worker-{len(logs)}.log"
+            logs.append(out)
+            with out.open("wb") as fh:
+                return subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT,
+                                        env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+        def printed(log: Path, rid: str) -> bool:
+            pattern = re.compile(rf"\[sms to \S+\] EMERGENCY.*escalation {re.escape(rid)}")
+            return bool(pattern.search(log.read_text(errors="replace")))
+
+        results: list[dict[str, Any]] = []
+        try:
+            for i in range(rounds):
+                r.delete("worker:heartbeat")
+                proc = start()
+                while not r.get("worker:heartbeat"):  # its first tick is done
+                    time.sleep(0.05)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                rid = store.append_record({
+                    "phone": f"+1555300{i:04d}", "flow": "red_flag", "tier": "EMERGENCY",
+                    "kind": "red_flag", "reasons": ["can't breathe"], "answers": {},
+                    "episode_id": f"delay{i}", "conversation_id": f"delay{i}",
+                    "created_at": stamp, "started_at": stamp})
+                t_record = time.monotonic()
+                held = ""
+                while not held and time.monotonic() - t_record < 40:
+                    pending = r.xpending("triage:records", "pagers")["pending"]
+                    if pending:
+                        held = "read, not acknowledged"
+                    elif r.hget(f"triage:esc:{rid}", "page_status") == "pending":
+                        held = "routed, not paged"
+                if held:
+                    os.kill(proc.pid, signal.SIGKILL)
+                t_kill = time.monotonic()
+                proc.wait()
+                late = printed(logs[-1], rid)
+                proc = start()
+                while not printed(logs[-1], rid) and time.monotonic() - t_kill < 120:
+                    time.sleep(0.05)
+                t_page = time.monotonic()
+                ok = printed(logs[-1], rid)
+                proc.terminate()
+                proc.wait(timeout=20)
+                results.append({"held": held or "never seen held", "paged_before_kill": late,
+                                "paged_after_kill_s": round(t_page - t_kill, 1) if ok else None,
+                                "record_to_page_s": round(t_page - t_record, 1) if ok
+                                else None})
+        finally:
+            rs.stop()
+    delays = [x["paged_after_kill_s"] for x in results if x["paged_after_kill_s"] is not None
+              and not x["paged_before_kill"]]
+    return {"scenario": "pager-delay", "tick_s": 15, "rounds": results,
+            "max_delay_after_kill_s": max(delays) if delays else None,
+            "measured": len(delays),
+            "pages_missing": sum(1 for x in results if x["paged_after_kill_s"] is None
+                                 and not x["paged_before_kill"])}
+
+
 @contextmanager
 def _folder(folder: Path | None) -> Iterator[Path]:
     if folder is not None:
@@ -606,7 +689,8 @@ def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill", "all"])
+    parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill",
+                                             "pager-delay", "all"])
     parser.add_argument("--messages", type=int, default=None)
     args = parser.parse_args()
     runs = {"worker-kill": lambda n: worker_kill(n or 400, pager_kills=5),
@@ -614,6 +698,13 @@ def main() -> None:
             "redis-kill": lambda n: redis_kill(n or 300)}
     names = list(runs) if args.scenario == "all" else [args.scenario]
     failed = False
+    if args.scenario == "pager-delay":
+        out = pager_delay(args.messages or 3)
+        worst = out["max_delay_after_kill_s"]
+        good = bool(out["measured"]) and not out["pages_missing"] and worst <= PAGE_DELAY_LIMIT
+        out["verdict"] = "PASS" if good else f"FAIL: worst {worst} s, limit {PAGE_DELAY_LIMIT} s"
+        print(json.dumps(out), flush=True)
+        sys.exit(0 if good else 1)
     for name in names:
         out = runs[name](args.messages)
         limit = REPLY_LIMIT if name != "worker-kill" else None
