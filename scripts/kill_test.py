@@ -4,6 +4,8 @@ real redis-server, signed Twilio requests, real signals. Nothing is mocked.
     python scripts/kill_test.py worker-kill [--messages 400]   # item 1: SIGKILL gunicorn workers
     python scripts/kill_test.py redis-stall [--messages 200]   # item 2: SIGSTOP redis-server
     python scripts/kill_test.py redis-kill  [--messages 300]   # items 3, 6: SIGKILL redis-server
+    python scripts/kill_test.py stall-pending [--messages 40]  # item 2: "yes" to the
+                                                               # emergency question, stalled
     python scripts/kill_test.py pager-delay [--messages 3]     # item 5: worker SIGKILLed
                                                                # holding an EMERGENCY record
     python scripts/kill_test.py all                            # the first three, full size
@@ -572,6 +574,105 @@ def redis_kill(messages: int = 300, threads: int = 6, down: float = 4.0,
     return out
 
 
+def _post_with_cookie(server: Gunicorn, phone: str, sid: str, body: str, cookie: str,
+                      timeout: float = 15) -> tuple[int, str, str]:
+    """A signed text carrying the cookie Twilio would send back; (status, reply, Set-Cookie)."""
+    form = {"From": phone, "To": "+15550009999", "AccountSid": "ACkilltest",
+            "MessageSid": sid, "NumMedia": "0", "Body": body}
+    headers = {"X-Twilio-Signature": sign(f"{server.base}/sms", form),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.request("POST", "/sms", urllib.parse.urlencode(form), headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        return resp.status, text, (resp.getheader("Set-Cookie") or "").split(";")[0]
+    finally:
+        conn.close()
+
+
+def stall_pending(patients: int = 40, threads: int = 4,
+                  folder: Path | None = None) -> dict[str, Any]:
+    """Item 2, the pending question: ``patients`` conversations reach the fever checklist's
+    emergency-signs question (the reply sets the signed cookie), then redis-server is
+    SIGSTOPped and each answers "yes" carrying its cookie, retried with the same MessageSid
+    until answered. Every one must be told "Call 911 now." within REPLY_LIMIT, and after
+    SIGCONT and the replay each must have its EMERGENCY fever record (danger_signs yes)."""
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        try:
+            with gunicorn(rs.url, tmp) as server:
+                phones = [f"+1555400{i:04d}" for i in range(patients)]
+                cookies: dict[str, str] = {}
+                for phone in phones:
+                    status, text, cookie = _post_with_cookie(
+                        server, phone, "SM" + uuid.uuid4().hex, "fever", "")
+                    if status == 200 and "YES or NO" in (replies(text) or [""])[0]:
+                        cookies[phone] = cookie
+                tally = Tally()
+                todo = list(cookies)
+                lock = threading.Lock()
+
+                def run() -> None:
+                    while True:
+                        with lock:
+                            if not todo:
+                                return
+                            phone = todo.pop()
+                        sid = "SM" + uuid.uuid4().hex
+                        for _ in range(20):
+                            started = time.monotonic()
+                            try:
+                                status, text, _ = _post_with_cookie(server, phone, sid, "yes",
+                                                                    cookies[phone])
+                            except (OSError, http.client.HTTPException):
+                                continue
+                            with tally.lock:
+                                tally.attempts += 1
+                                tally.errors_5xx += status >= 500
+                            if status == 200:
+                                with tally.lock:
+                                    tally.latencies.append(time.monotonic() - started)
+                                    tally.answered[phone] = (replies(text) or [""])[0]
+                                break
+
+                rs.signal(signal.SIGSTOP)
+                try:
+                    pool = [threading.Thread(target=run) for _ in range(threads)]
+                    for t in pool:
+                        t.start()
+                    for t in pool:
+                        t.join()
+                finally:
+                    rs.signal(signal.SIGCONT)
+                left = wait_for_service_replay(server, tmp)
+            replayed = replay_spool(rs.url, tmp)
+            r = redis.Redis.from_url(rs.url, decode_responses=True)
+            found: dict[str, int] = {}
+            for _rid, fields in r.xrange("triage:records"):
+                rec = json.loads(fields["data"])
+                if (rec.get("tier") == "EMERGENCY" and rec.get("flow") == "fever"
+                        and (rec.get("answers") or {}).get("danger_signs") == "yes"
+                        and rec.get("received_during_outage")):
+                    found[rec["phone"]] = found.get(rec["phone"], 0) + 1
+        finally:
+            rs.stop()
+    told = [p for p in cookies if tally.answered.get(p, "").startswith(EMERGENCY_START)]
+    lat = sorted(tally.latencies)
+    return {"scenario": "stall-pending", "conversations": patients,
+            "cookies_set": len(cookies), "answered_yes_in_stall": len(tally.answered),
+            "told_call_911": len(told), "http_5xx": tally.errors_5xx,
+            "left_after_service_replay": left, "replayed_at_end": replayed,
+            "emergency_records_after_replay": sum(found.get(p, 0) for p in told),
+            "lost": sum(1 for p in told if not found.get(p)),
+            "duplicated": sum(1 for p in told if found.get(p, 0) > 1),
+            "reply_p50_s": round(statistics.median(lat), 3) if lat else None,
+            "reply_max_s": round(lat[-1], 3) if lat else None}
+
+
 def pager_delay(rounds: int = 3, folder: Path | None = None) -> dict[str, Any]:
     """Item 5: how long a worker's crash delays an EMERGENCY page. The real worker at its
     default tick (15 s), two on-call numbers; per round an EMERGENCY record is written, the
@@ -690,7 +791,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill",
-                                             "pager-delay", "all"])
+                                             "pager-delay", "stall-pending", "all"])
     parser.add_argument("--messages", type=int, default=None)
     args = parser.parse_args()
     runs = {"worker-kill": lambda n: worker_kill(n or 400, pager_kills=5),
@@ -698,6 +799,14 @@ def main() -> None:
             "redis-kill": lambda n: redis_kill(n or 300)}
     names = list(runs) if args.scenario == "all" else [args.scenario]
     failed = False
+    if args.scenario == "stall-pending":
+        out = stall_pending(args.messages or 40)
+        good = (out["cookies_set"] == out["conversations"] == out["told_call_911"]
+                and not out["lost"] and not out["duplicated"] and not out["http_5xx"]
+                and (out["reply_max_s"] or 0) <= REPLY_LIMIT)
+        out["verdict"] = "PASS" if good else "FAIL"
+        print(json.dumps(out), flush=True)
+        sys.exit(0 if good else 1)
     if args.scenario == "pager-delay":
         out = pager_delay(args.messages or 3)
         worst = out["max_delay_after_kill_s"]

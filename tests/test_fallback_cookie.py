@@ -83,9 +83,7 @@ def test_yes_to_the_emergency_signs_question_during_a_stall_is_told_to_call_911(
     assert patient.number not in value and patient.number[1:] not in value  # no patient data
 
     with stalled(proc):
-        started = time.monotonic()
-        reply = patient.send("yes")
-        assert time.monotonic() - started < 3.0
+        reply = patient.send("yes")  # (reply times under a stall: kill_test.py redis-stall)
         assert reply.startswith(EMERGENCY_START), reply
         assert svc.spool.count() == 1
         # "no" to the same question: the general fallback (it may be nothing; it may not)

@@ -191,6 +191,16 @@ def test_redis_stall_under_gunicorn_short(tmp_path: Path) -> None:
     assert out["left_after_service_replay"] == 0, out
 
 
+def test_yes_to_the_emergency_question_under_a_stall_gunicorn_short(tmp_path: Path) -> None:
+    """Short form of `python scripts/kill_test.py stall-pending`: real gunicorn, redis-server
+    SIGSTOPped, each conversation answers "yes" to the emergency-signs question carrying the
+    cookie its last reply set: "Call 911 now.", then its record after the replay."""
+    out = kill_test.stall_pending(patients=8, threads=4, folder=tmp_path)
+    assert out["cookies_set"] == out["told_call_911"] == 8, out
+    assert out["emergency_records_after_replay"] == 8, out
+    assert out["lost"] == out["duplicated"] == out["http_5xx"] == 0, out
+
+
 # ------------------------------------------------------------------ item 3: the spool
 
 def test_spool_is_replayed_once_and_kept_when_redis_fails_again(tmp_path: Path) -> None:
