@@ -401,14 +401,13 @@ class Pager:
                         pipe.watch(esc_key(holder), STATUS)
                         current = pipe.hget(STATUS, holder) or OPEN
                         holder_esc = pipe.hgetall(esc_key(holder))
-                    if not holder or current != OPEN or not holder_esc:
+                    if holder is None or current != OPEN or not holder_esc:
                         # none, or the last one was acknowledged / resolved: a new escalation
                         pipe.multi()
                         pipe.set(hkey, rid, ex=PAGE_ONCE_TTL)
                         pipe.hsetnx(esc_key(rid), "escalation_tier", tier)
                         pipe.execute()
                         return None
-                    assert holder is not None and holder_esc is not None
                     was = escalation_tier({}, holder_esc) or tier
                     raise_it = TIER_RANK.get(tier, 0) > TIER_RANK.get(was, 0)
                     pipe.multi()
