@@ -326,7 +326,7 @@ class Pager:
         kind = page_kind(rec)
         if kind is None:
             return None
-        if kind == "new":
+        if kind in ("new", "incomplete"):  # (not a follow-up's own page: no new record)
             joined = self._join_episode(rid, rec, now)
             if joined is not None:
                 return joined
@@ -414,8 +414,8 @@ class Pager:
                     pipe.sadd(members_key(holder), rid)
                     pipe.expire(hkey, PAGE_ONCE_TTL)
                     pipe.hset(esc_key(rid), mapping={
-                        "page_status": MERGED, "page_kind": "new", "merged_into": holder,
-                        "page_error": ""})
+                        "page_status": MERGED, "page_kind": page_kind(rec) or "new",
+                        "merged_into": holder, "page_error": ""})
                     if raise_it:
                         self._queue_raise(pipe, holder, holder_esc, rid, rec, was, tier, now)
                         add_event(self.r, rid, "page_merged", WORKER,

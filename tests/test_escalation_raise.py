@@ -237,3 +237,23 @@ def test_other_conversations_and_patients_are_not_merged(app: Any, sms: Any) -> 
     record(app, "EMERGENCY", "ep1", phone="+15557770002", flow="red_flag", kind="red_flag")
     tick(app, time.time())
     assert len(sms.sent) == 6  # three escalations, two numbers each
+
+
+def test_a_checklist_abandoned_in_an_open_escalations_conversation_is_merged(
+        app: Any, sms: Any) -> None:
+    """A red flag, then the checklist that follows it (same episode) left unfinished after a
+    worrying answer: the care team is already paged for this conversation; no second page."""
+    holder = record(app, "EMERGENCY", flow="red_flag", reason="can't breathe", kind="red_flag")
+    t0 = time.time()
+    tick(app, t0)
+    abandoned = record(app, "URGENT", kind="abandoned",
+                       reason="no reply for 15 min: checklist abandoned")
+    tick(app, t0 + 60)
+    assert esc(app, abandoned)["merged_into"] == holder
+    assert esc(app, abandoned)["page_kind"] == "incomplete"
+    assert [len(sms.to(n)) for n in ON_CALL] == [1, 1]
+    # nobody has it yet: an abandoned checklist alone still pages ("incomplete triage")
+    alone = record(app, "SOON", "ep9", kind="abandoned")
+    tick(app, t0 + 120)
+    assert esc(app, alone)["page_status"] == "sent"
+    assert "incomplete triage" in sms.to(ON_CALL[0])[-1]
