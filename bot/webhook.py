@@ -131,10 +131,14 @@ def _mac(phone: str, state: str, issued: int) -> str:
 
 def remember_state(resp: Response, phone: str, state: str | None,
                    now: float | None = None) -> None:
-    """Set (or, with no question pending, clear) the signed pending-question cookie."""
+    """Set (or, with no question pending, clear) the signed pending-question cookie. A state
+    not known (None: a message that ran no engine turn, such as one over a rate limit) leaves
+    the cookie as it is."""
+    if state is None:
+        return
     secure = (current_app.config.get("PUBLIC_BASE_URL") or "").startswith("https://") \
         or request.is_secure
-    if not state or service().engine.question_at(state) is None:
+    if service().engine.question_at(state) is None:
         if PENDING_COOKIE in request.cookies:
             resp.delete_cookie(PENDING_COOKIE, path="/sms", secure=secure, httponly=True)
         return
