@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import escalations as esc_store
 from . import indexes
 from .conversation.flows import TIERS
 
@@ -36,6 +37,44 @@ def require_token(view: Any) -> Any:
     return wrapped
 
 
+def require_token_or_login(view: Any) -> Any:
+    """The bearer token, as every /api route; or a signed-in dashboard user (the dashboard's
+    banner links here), audited."""
+    token_view = require_token(view)
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("Authorization"):
+            return token_view(*args, **kwargs)
+        from . import audit
+        from .dashboard.auth import signed_in_user
+
+        user = signed_in_user()
+        if user is None:
+            return token_view(*args, **kwargs)  # 401, as without a token
+        audit.log(current_app.extensions["triage"].store.r, user.username,
+                  "view_" + request.path.rstrip("/").rsplit("/", 1)[-1], request.path)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.get("/deadletters")
+@require_token_or_login
+def deadletters() -> Any:
+    """Records the worker could not read, set aside on the dead-letter list (newest first),
+    with anything that could be a phone number masked. ``?limit=`` (default 100)."""
+    from .paging import DEAD_LETTERS, dead_letters
+
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        return error(400, "limit must be a whole number")
+    if not 1 <= limit <= MAX_LIMIT:
+        return error(400, f"limit must be between 1 and {MAX_LIMIT}")
+    r = current_app.extensions["triage"].store.r
+    return jsonify({"count": int(r.llen(DEAD_LETTERS)), "dead_letters": dead_letters(r, limit)})
+
+
 @bp.get("/escalations")
 @require_token
 def escalations() -> Any:
@@ -59,7 +98,52 @@ def escalations() -> Any:
                                           limit=limit)
     else:
         records = store.records(tiers=tiers, status=status, limit=limit)
-    return jsonify({"escalations": records})
+    return jsonify({"escalations": fold(store, records, tiers)})
+
+
+def fold(store: Any, records: list[dict[str, Any]], tiers: list[str]) -> list[dict[str, Any]]:
+    """One entry per escalation: a record merged into its conversation's open escalation
+    (``paging.py``) is shown once, inside it (``merged``), and an escalation raised in place
+    shows its tier now (``tier``; the record's own in ``record_tier``, ``raised_from``). The
+    tier filter applies to the escalation's tier. Records the worker has not routed yet are
+    shown as they are."""
+    if not records:
+        return []
+    pipe = store.r.pipeline(transaction=False)
+    for rec in records:
+        pipe.hmget(esc_store.esc_key(rec["id"]), "merged_into", "escalation_tier",
+                   "raised_from")
+    found = {rec["id"]: dict(zip(("merged_into", "escalation_tier", "raised_from"), got,
+                                 strict=True))
+             for rec, got in zip(records, pipe.execute(), strict=True)}
+    out: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    for rec in records:
+        holder = found[rec["id"]]["merged_into"]
+        rid = holder or rec["id"]
+        if rid in shown:
+            continue
+        if holder:
+            head = store.record(holder)
+            if head is None:  # the escalation's record is gone: show the record itself
+                head, rid = rec, rec["id"]
+            esc = esc_store.details(store.r, rid)
+        else:
+            head, esc = rec, found[rid]
+        shown.add(rid)
+        entry = dict(head)
+        entry["record_tier"] = head.get("tier")
+        entry["tier"] = esc_store.escalation_tier(head, esc)
+        if esc.get("raised_from"):
+            entry["raised_from"] = esc["raised_from"]
+        if not tiers or entry["tier"] in tiers:
+            out.append(entry)
+    pipe = store.r.pipeline(transaction=False)
+    for entry in out:
+        pipe.smembers(esc_store.members_key(entry["id"]))
+    for entry, members in zip(out, pipe.execute(), strict=True):
+        entry["merged"] = sorted(members)
+    return out
 
 
 @bp.get("/patients/<phone>")

@@ -10,6 +10,16 @@ lives beside it:
                                          overdue ("1" once the 15-minute deadline passed)
 * ``triage:esc:<id>:events``       list  JSON events, oldest first: {"at", "who", "action",
                                          "note"}; append-only, never edited from the dashboard
+* ``triage:esc:<id>:members``      set   the records merged into escalation <id> (same
+                                         conversation while it was open; ``paging.py``)
+
+**One open escalation per conversation.** The first paging record of a conversation holds
+its escalation (``triage:escalation:{<phone>}:<episode>`` -> that record's id). While it is
+``open``, later records of the conversation are merged into it (``merged_into``, a member of
+its set); one of a higher tier *raises it in place*: ``escalation_tier`` becomes the higher
+tier (``raised_from``, ``raised_by``, ``raised_at``, the event ``raised``; the earlier tier's
+history stays in its events) and it is paged again, once, at the new tier. Acknowledge and
+resolve move an escalation with its members, in one transaction.
 
 Records of one conversation are one *episode* for the care team (``episode_id`` when the record
 has one, else ``conversation_id``): the dashboard shows one row for them, and acknowledge and
@@ -64,6 +74,16 @@ def events_key(rid: str) -> str:
     return f"triage:esc:{rid}:events"
 
 
+def members_key(rid: str) -> str:
+    return f"triage:esc:{rid}:members"
+
+
+def escalation_tier(rec: dict[str, Any], esc: dict[str, str]) -> str:
+    """The tier the escalation is at now: raised in place (``escalation_tier``), else the
+    record's own."""
+    return str(esc.get("escalation_tier") or rec.get("tier") or "")
+
+
 def add_event(r: redis.Redis, rid: str, action: str, who: str, note: str = "",
               now: float | None = None, pipe: Any = None) -> None:
     now = time.time() if now is None else now
@@ -86,19 +106,35 @@ def status(r: redis.Redis, rid: str) -> str:
 
 def _move(r: redis.Redis, rids: list[str], allowed_from: tuple[str, ...], to: str, who: str,
           fields: dict[str, Any], note: str, now: float) -> list[str]:
-    """Move every record of ``rids`` whose status allows it, in one transaction; the ids
-    moved. None of them allowed: TransitionError saying why."""
+    """Move every record of ``rids`` whose status allows it, and every record merged into
+    them (``members_key``), in one transaction; the ids moved. None of them allowed:
+    TransitionError saying why.
+
+    One Redis server (or a Sentinel primary): the transaction spans ``triage:status`` and
+    each escalation's keys, which are in different Cluster slots, as the per-message
+    transaction does (docs/performance.md, Cluster)."""
     if not rids:
         raise TransitionError("no escalation")
+    asked = list(dict.fromkeys(rids))
     with r.pipeline(transaction=True) as pipe:
         while True:
             try:
-                pipe.watch(STATUS)
+                pipe.watch(STATUS, *(members_key(rid) for rid in asked))
+                rids = list(asked)
+                holders = [h for h in (pipe.hget(esc_key(rid), "merged_into") for rid in asked)
+                           if h]
+                if holders:  # acting on a merged record acts on its escalation
+                    pipe.watch(*(members_key(h) for h in holders))
+                rids.extend(h for h in holders if h not in rids)
+                for rid in list(rids):  # members ride with their escalation
+                    rids.extend(m for m in sorted(pipe.smembers(members_key(rid)))
+                                if m not in rids)
                 currents = pipe.hmget(STATUS, rids)
                 movable = [rid for rid, cur in zip(rids, currents, strict=True)
                            if cur in allowed_from]
                 if not movable:
-                    known = [cur for cur in currents if cur is not None]
+                    known = [cur for cur in currents[:len(asked)] if cur is not None] or [
+                        cur for cur in currents if cur is not None]
                     if not known:
                         raise TransitionError(f"no escalation {rids[0]}")
                     raise TransitionError(f"escalation is {known[0]}, cannot become {to}")

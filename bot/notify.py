@@ -43,6 +43,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET  # nosec B405 # parses only TwiML this service built
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 import redis
@@ -383,9 +384,12 @@ class Outbox:
         return self.backend.send(to, body, status_callback)
 
     def send_tracked(self, rid: str, to: str, body: str, role: str,
-                     now: float | None = None) -> str:
+                     now: float | None = None,
+                     on_sent: Callable[[], object] | None = None) -> str:
         """Send with a StatusCallback for (record, recipient) and note it: queued, or failed
-        with the reason (then SendError is raised as usual)."""
+        with the reason (then SendError is raised as usual). ``on_sent`` runs the moment the
+        provider has accepted the text, before anything else (the pager records it there:
+        the shortest window in which a killed worker could not know it was sent)."""
         now = time.time() if now is None else now
         try:
             sid = self.backend.send(to, body, self.receipts.callback_url(rid, to))
@@ -395,6 +399,8 @@ class Outbox:
         except Exception as exc:
             self.receipts.not_sent(rid, to, role, type(exc).__name__, now)
             raise
+        if on_sent is not None:
+            on_sent()
         self.receipts.sent(rid, to, role, str(sid), now)
         return str(sid)
 

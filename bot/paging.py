@@ -25,6 +25,13 @@
 * An EMERGENCY/URGENT escalation still ``open`` ACK_DEADLINE_MINUTES after its record was
   created is marked ``overdue=1`` and paged again, every deadline interval, until someone
   acknowledges or resolves it (rule 5).
+* One open escalation per conversation (``escalations.py``): while the conversation's
+  escalation is open, a record of the same or a lower tier is merged into it (no page), one of
+  a higher tier raises it in place and pages it again, once, at the new tier (a new page round
+  of kind ``raised``). ``triage:esc:<id>:pages`` is the page ledger: ``r<round>:<number>`` and,
+  outside overdue re-pages, ``t:<TIER>:<number>`` once a text has gone out, so a number gets
+  at most one page per escalation per tier (plus the overdue re-pages rule 5 asks for), even
+  across a worker killed mid-page or a raise while a round is being sent.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +48,20 @@ from typing import Any
 
 import redis
 
-from .escalations import OPEN, add_event, esc_key, status
+from .clock import iso_utc as iso
+from .conversation.flows import TIER_RANK
+from .escalations import (
+    OPEN,
+    add_event,
+    esc_key,
+    escalation_tier,
+    events_key,
+    members_key,
+    status,
+)
 from .notify import ON_CALL, Outbox, SendError, scrub
 from .sms import segments, to_gsm7
-from .store import RECORDS, Store, mask_phone
+from .store import RECORDS, STATUS, Store, mask_phone
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +78,19 @@ BATCH = 100
 WORKER = "worker"           # the "who" of the worker's events
 
 PENDING, SENT, FAILED, RETRYING, NOT_PAGED = "pending", "sent", "failed", "retrying", "not_paged"
-MERGED = "merged"  # same episode and tier as an open escalation already paged
+MERGED = "merged"  # same conversation as an open escalation, not a higher tier
+RAISED = "raised"  # same conversation as an open escalation, a higher tier: raised in place
+OVERDUE_ROUND = "overdue"
 PAGE_ONCE_TTL = 7 * 24 * 3600
+
+
+def holder_key(phone: str, episode: str) -> str:
+    """The record holding the conversation's escalation (the patient's hash tag)."""
+    return f"triage:escalation:{{{phone}}}:{episode}"
+
+
+def ledger_key(rid: str) -> str:
+    return f"triage:esc:{rid}:pages"
 
 # Claim a due job: only the worker that moves its score forward runs it (several workers).
 _CLAIM = """
@@ -165,10 +195,49 @@ def _parse(r: redis.Redis, rid: str, fields: dict[str, str] | None
 def dead_letter(r: redis.Redis, rid: str, fields: dict[str, str], why: str) -> None:
     """A record nobody can read is not acknowledged silently: it is kept (as stored) on the
     dead-letter list, which /healthz and the dashboard banner raise as an alarm."""
-    entry = {"id": rid, "why": why, "fields": {k: str(v)[:4000] for k, v in fields.items()}}
+    entry = {"id": rid, "why": why, "at": iso(time.time()),
+             "fields": {k: str(v)[:4000] for k, v in fields.items()}}
     r.lpush(DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
     log.error("record %s cannot be read (%s): moved to %s; ALARM raised", rid, why,
               DEAD_LETTERS)
+
+
+_DIGITS_RUN = re.compile(r"[+\d][\d\s().\-/]*\d")
+PREVIEW_CHARS = 500
+
+
+def mask_numbers(text: str) -> str:
+    """Anything that could be a phone number, however it is written (``+1 (555) 123-4567``,
+    percent-encoded ``%2B1%20555...``, digits in JSON), masked like ``mask_phone``: every run
+    of digits and separators with 7 or more digits. Dates may be masked too (safe side)."""
+    text = urllib.parse.unquote(text)
+
+    def mask(m: re.Match[str]) -> str:
+        digits = re.sub(r"[^\d+]", "", m.group(0))
+        return mask_phone(digits) if sum(c.isdigit() for c in digits) >= 7 else m.group(0)
+
+    return _DIGITS_RUN.sub(mask, text)
+
+
+def dead_letters(r: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """The dead-letter list, newest first, for people: the record id, why it could not be
+    read, when, and each stored field cut to PREVIEW_CHARS with numbers masked."""
+    out = []
+    for raw in r.lrange(DEAD_LETTERS, 0, limit - 1):
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            entry = {"id": "?", "why": "the dead-letter entry itself cannot be read",
+                     "fields": {"raw": str(raw)}}
+        fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else {}
+        out.append({"id": str(entry.get("id", "?")),
+                    "why": mask_numbers(str(entry.get("why", ""))),
+                    "at": entry.get("at", ""),
+                    "fields": {mask_numbers(str(k)): mask_numbers(str(v))[:PREVIEW_CHARS]
+                               for k, v in fields.items()}})
+    return out
 
 
 def ack(r: redis.Redis, rid: str) -> None:
@@ -205,18 +274,21 @@ def page_kind(rec: dict[str, Any]) -> str | None:
     return None
 
 
-_HEADS = {"new": "", "incomplete": " incomplete triage (no reply)",
+_HEADS = {"new": "", RAISED: "", "incomplete": " incomplete triage (no reply)",
           "no_follow_up_reply": " follow-up re-check not completed"}
 
 
 def page_text(rid: str, rec: dict[str, Any], base_url: str, *, kind: str = "new",
-              overdue: bool = False) -> str:
+              overdue: bool = False, tier: str = "", raised_from: str = "") -> str:
     """A short GSM-7 page: tier, checklist, first reason, link. No patient number; anything in
-    the reason that looks like a phone number is masked."""
-    tier = rec.get("tier", "?")
+    the reason that looks like a phone number is masked. ``rid`` is the escalation, ``rec``
+    the record the page is about (the one that raised it, after a raise), ``tier`` the
+    escalation's tier when it is not the record's."""
+    tier = tier or rec.get("tier", "?")
     flow = rec.get("flow") or "?"
-    head = f"{'OVERDUE, not acknowledged: ' if overdue else ''}{tier}{_HEADS.get(kind, '')}, " \
-           f"{flow.replace('_', ' ')}"
+    was = f" (was {raised_from})" if raised_from else ""
+    head = f"{'OVERDUE, not acknowledged: ' if overdue else ''}{tier}{was}" \
+           f"{_HEADS.get(kind, '')}, {flow.replace('_', ' ')}"
     reasons = rec.get("reasons") or []
     reason = re.sub(r"\s+", " ", scrub(str(reasons[0]))) if reasons else ""
     link = f"{base_url}/dashboard/escalations/{rid}" if base_url else f"escalation {rid}"
@@ -244,21 +316,17 @@ class Pager:
         self.s = settings
 
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
-        """Route one new record: start its page and its acknowledgement deadline; or, when
-        the same episode already has an open escalation of the same tier that was paged,
-        merge into it (MERGED: no page, no deadline, no call of its own)."""
+        """Route one new record: start its page and its acknowledgement deadline; or, when its
+        conversation already has an open escalation, merge into it (MERGED: no page, no
+        deadline, no call of its own) or, for a higher tier, raise that escalation in place
+        and page it again at the new tier (RAISED; ``merged_into`` names the escalation)."""
         kind = page_kind(rec)
         if kind is None:
             return None
-        holder = self._paged_for_episode(rid, rec) if kind == "new" else None
-        if holder:
-            if self.r.hsetnx(esc_key(rid), "page_status", MERGED):
-                self.r.hset(esc_key(rid), mapping={"page_kind": kind, "merged_into": holder,
-                                                   "page_error": ""})
-                add_event(self.r, rid, "page_merged", WORKER,
-                          f"same conversation, same tier: escalation {holder} is open and "
-                          "was paged; not paged again", now)
-            return MERGED
+        if kind in ("new", "incomplete"):  # (not a follow-up's own page: no new record)
+            joined = self._join_episode(rid, rec, now)
+            if joined is not None:
+                return joined
         if rec.get("tier") in PAGED_TIERS:
             self.r.zadd(DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline}, nx=True)
         self.start_page(rid, kind, now)
@@ -276,33 +344,121 @@ class Pager:
                           now)
                 log.warning("escalation %s not paged: ON_CALL_NUMBERS is empty", rid)
             return False
-        if not self.r.hsetnx(key, "page_status", PENDING):
-            return False
         tier = (self.store.record(rid) or {}).get("tier", "")
-        self.r.hset(key, mapping={"page_kind": kind, "page_tier": tier, "page_attempts": 0,
-                                  "page_round": 1,
-                                  "page_round_attempts": 0, "page_delivered": "[]",
-                                  "page_next_at": now})
-        if note:
-            add_event(self.r, rid, "page_queued", WORKER, note, now)
-        self.r.zadd(DUE, {rid: now})
-        return True
+        # One transaction: a worker killed here leaves either no page (the record is routed
+        # again and starts it) or a page that is due, never a status without its due time.
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.hexists(key, "page_status"):
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hsetnx(key, "escalation_tier", tier)
+                    pipe.hset(key, mapping={
+                        "page_status": PENDING, "page_kind": kind, "page_tier": tier,
+                        "page_attempts": 0, "page_round": 1, "page_round_kind": kind,
+                        "page_round_attempts": 0, "page_delivered": "[]",
+                        "page_next_at": now})
+                    if note:
+                        add_event(self.r, rid, "page_queued", WORKER, note, now, pipe=pipe)
+                    pipe.zadd(DUE, {rid: now})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
-    def _paged_for_episode(self, rid: str, rec: dict[str, Any]) -> str | None:
-        """The open escalation already paged for this record's episode and tier, if any; else
-        this record becomes the one paged for them."""
+    def _join_episode(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
+        """One open escalation per conversation. None: this record holds (or now holds) the
+        conversation's escalation and pages as usual. MERGED / RAISED: it joined the open one.
+
+        One transaction (WATCH the conversation's holder, the holder's escalation hash and
+        ``triage:status``): two workers routing two records of one conversation at once, or
+        a record routed twice after a crash, end the same way. Single Redis (or a Sentinel
+        primary), like the message transaction: the keys span slots."""
         episode = rec.get("episode_id") or rec.get("conversation_id")
         if not episode:
             return None
-        key = f"triage:pageonce:{{{rec.get('phone', '')}}}:{episode}:{rec.get('tier')}"
-        if self.r.set(key, rid, nx=True, ex=PAGE_ONCE_TTL):
-            return None
-        holder = self.r.get(key)
-        if holder and holder != rid and status(self.r, holder) == OPEN:
-            return str(holder)
-        if holder != rid:  # the earlier one was acknowledged or resolved: this one pages
-            self.r.set(key, rid, ex=PAGE_ONCE_TTL)
-        return None
+        hkey = holder_key(str(rec.get("phone", "")), str(episode))
+        tier = str(rec.get("tier") or "")
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(hkey, esc_key(rid))
+                    mine = pipe.hmget(esc_key(rid), "merged_into", "page_status")
+                    if mine[0]:  # routed before (a worker died before XACK)
+                        return RAISED if pipe.hget(esc_key(mine[0]), "raised_by") == rid \
+                            else MERGED
+                    holder = pipe.get(hkey)
+                    if holder == rid or mine[1]:
+                        return None  # it holds the escalation already
+                    current = holder_esc = None
+                    if holder:
+                        pipe.watch(esc_key(holder), STATUS)
+                        current = pipe.hget(STATUS, holder) or OPEN
+                        holder_esc = pipe.hgetall(esc_key(holder))
+                    if holder is None or current != OPEN or not holder_esc:
+                        # none, or the last one was acknowledged / resolved: a new escalation
+                        pipe.multi()
+                        pipe.set(hkey, rid, ex=PAGE_ONCE_TTL)
+                        pipe.hsetnx(esc_key(rid), "escalation_tier", tier)
+                        pipe.execute()
+                        return None
+                    was = escalation_tier({}, holder_esc) or tier
+                    raise_it = TIER_RANK.get(tier, 0) > TIER_RANK.get(was, 0)
+                    pipe.multi()
+                    pipe.sadd(members_key(holder), rid)
+                    pipe.expire(hkey, PAGE_ONCE_TTL)
+                    pipe.hset(esc_key(rid), mapping={
+                        "page_status": MERGED, "page_kind": page_kind(rec) or "new",
+                        "merged_into": holder, "page_error": ""})
+                    if raise_it:
+                        self._queue_raise(pipe, holder, holder_esc, rid, rec, was, tier, now)
+                        add_event(self.r, rid, "page_merged", WORKER,
+                                  f"same conversation, higher tier: escalation {holder} "
+                                  f"raised from {was} to {tier} and paged again", now,
+                                  pipe=pipe)
+                    else:
+                        add_event(self.r, rid, "page_merged", WORKER,
+                                  f"same conversation, tier {tier} not above {was}: escalation "
+                                  f"{holder} is open and was paged; not paged again", now,
+                                  pipe=pipe)
+                    pipe.execute()
+                    if raise_it:
+                        log.warning("escalation %s raised in place from %s to %s (record %s)",
+                                    holder, was, tier, rid)
+                    return RAISED if raise_it else MERGED
+                except redis.WatchError:
+                    continue
+
+    def _queue_raise(self, pipe: Any, holder: str, esc: dict[str, str], rid: str,
+                     rec: dict[str, Any], was: str, tier: str, now: float) -> None:
+        """Queued in ``_join_episode``'s transaction: the escalation takes the higher tier
+        and starts a new page round at it (sent to each number once: the ledger)."""
+        reason = scrub(str((rec.get("reasons") or [""])[0]))[:200]
+        fields: dict[str, Any] = {"escalation_tier": tier, "raised_from": was,
+                                  "raised_by": rid, "raised_at": now, "page_record": rid,
+                                  "page_tier": tier}
+        pipe.rpush(events_key(holder), json.dumps({
+            "at": iso(now), "ts": now, "who": WORKER, "action": "raised",
+            "note": f"raised in place from {was} to {tier} by record {rid}"
+                    + (f" ({reason})" if reason else "")
+                    + ("; paging again at the new tier" if self.s.on_call else "")}))
+        if tier in PAGED_TIERS:
+            # the earlier deadline stands if it is sooner (ZADD LT): the wait already counts
+            pipe.zadd(DEADLINES, {holder: record_time(rid, rec) + self.s.ack_deadline},
+                      lt=True)
+        if not self.s.on_call:
+            fields.update({"page_status": NOT_PAGED,
+                           "page_error": "no ON_CALL_NUMBERS configured"})
+        else:
+            fields.update({"page_status": PENDING, "page_kind": RAISED,
+                           "page_round": int(esc.get("page_round") or 0) + 1,
+                           "page_round_kind": RAISED, "page_round_attempts": 0,
+                           "page_delivered": "[]", "page_next_at": now, "page_error": ""})
+            pipe.zadd(DUE, {holder: now})
+        pipe.hset(esc_key(holder), mapping=fields)
 
     # -- sending
     def send_due(self, now: float) -> int:
@@ -321,7 +477,8 @@ class Pager:
 
     def attempt(self, rid: str, now: float) -> bool:
         key = esc_key(rid)
-        rec = self.store.record(rid)
+        d = self.r.hgetall(key)
+        rec = self.store.record(d.get("page_record") or rid)
         if rec is None:
             self.r.zrem(DUE, rid)
             return False
@@ -331,66 +488,113 @@ class Pager:
             add_event(self.r, rid, "page_cancelled", WORKER,
                       f"escalation already {status(self.r, rid)}: page not needed", now)
             return False
-        d = self.r.hgetall(key)
         numbers = self.s.on_call
-        delivered: list[str] = json.loads(d.get("page_delivered") or "[]")
-        body = page_text(rid, rec, self.s.base_url, kind=d.get("page_kind") or "new",
-                         overdue=d.get("overdue") == "1")
+        page_round = str(d.get("page_round") or "1")
+        tier = escalation_tier(rec, d)
+        once_per_tier = d.get("page_round_kind") != OVERDUE_ROUND
+        ledger = self.r.hgetall(ledger_key(rid))
+        kind = d.get("page_kind") or "new"
+        body = page_text(rid, rec, self.s.base_url, kind=kind,
+                         overdue=d.get("overdue") == "1", tier=tier,
+                         raised_from=d.get("raised_from", "") if kind == RAISED else "")
         errors = []
         for number in numbers:
-            if number in delivered:
-                continue
+            if f"r{page_round}:{number}" in ledger or (
+                    once_per_tier and f"t:{tier}:{number}" in ledger):
+                continue  # this number has this round's page, or this tier's
+            claim = f"p{page_round}:{number}"
+            if claim in ledger:
+                # A worker stopped between starting this text and recording it: it may have
+                # gone out. Sent again (a page twice is better than none), and said so.
+                add_event(self.r, rid, "page_resent", WORKER,
+                          f"page to {mask_phone(number)} sent again: a worker stopped while "
+                          "sending it (it may arrive twice)", now)
+            sent = {f"r{page_round}:{number}": f"{now}"}
+            if once_per_tier:
+                sent[f"t:{tier}:{number}"] = f"{now}"
             try:
-                self.outbox.send_tracked(rid, number, body, ON_CALL, now)
-                delivered.append(number)
-                # at once: a worker killed before the round ends must not text this number
-                # again when the page is taken over
-                self.r.hset(key, "page_delivered", json.dumps(delivered))
+                self.r.hset(ledger_key(rid), claim, f"{now}")
+                # recorded the moment the provider accepts it: a worker killed after that
+                # never texts this number again when the page is taken over
+                self.outbox.send_tracked(
+                    rid, number, body, ON_CALL, now,
+                    on_sent=lambda sent=sent: self.r.hset(ledger_key(rid), mapping=sent))
+                ledger.update(sent)
             except SendError as exc:
+                self.r.hdel(ledger_key(rid), claim)  # refused: certainly not sent
                 errors.append(f"{mask_phone(number)}: {exc}")
             except Exception as exc:  # a backend bug must not stop the retries
                 errors.append(f"{mask_phone(number)}: {type(exc).__name__}")
                 log.exception("SMS backend raised for escalation %s", rid)
+        delivered = [n for n in numbers if f"r{page_round}:{n}" in ledger
+                     or (once_per_tier and f"t:{tier}:{n}" in ledger)]
+        return self._finish_attempt(rid, d, page_round, delivered, errors, now, rec)
+
+    def _finish_attempt(self, rid: str, d: dict[str, str], page_round: str,
+                        delivered: list[str], errors: list[str], now: float,
+                        rec: dict[str, Any]) -> bool:
+        """Write the attempt's outcome, unless a raise or an overdue re-page started a new
+        round meanwhile (then that round owns the status and the due time)."""
+        key = esc_key(rid)
+        numbers = self.s.on_call
         round_attempts = int(d.get("page_round_attempts") or 0) + 1
+        reached = len(delivered)
         fields: dict[str, Any] = {"page_attempts": int(d.get("page_attempts") or 0) + 1,
                                   "page_round_attempts": round_attempts,
                                   "page_delivered": json.dumps(delivered)}
-        reached = len([n for n in numbers if n in delivered])
         if not errors:
             fields.update({"page_status": SENT, "page_error": "", "last_paged_at": now,
                            "page_next_at": ""})
             if not d.get("paged_at"):
                 fields["paged_at"] = now
-            self.r.hset(key, mapping=fields)
-            self.r.zrem(DUE, rid)
-            add_event(self.r, rid, "paged", WORKER,
-                      f"page sent to {reached} on-call number(s), attempt {round_attempts}",
-                      now)
-            log.info("paged escalation %s tier=%s attempt=%s", rid, rec.get("tier"),
-                     round_attempts)
-            return True
-        error = "; ".join(errors)[:500]
-        if round_attempts < self.s.max_attempts:
+            event = ("paged", f"page sent to {reached} on-call number(s), attempt "
+                              f"{round_attempts}")
+            due = None
+        elif round_attempts < self.s.max_attempts:
             wait = backoff(self.s.retry_base, round_attempts)
+            error = "; ".join(errors)[:500]
             fields.update({"page_status": RETRYING, "page_error": error,
                            "page_next_at": now + wait})
-            self.r.hset(key, mapping=fields)
-            self.r.zadd(DUE, {rid: now + wait})
-            add_event(self.r, rid, "page_failed", WORKER,
-                      f"attempt {round_attempts} of {self.s.max_attempts} failed "
-                      f"({reached} of {len(numbers)} reached): {error}; retry in {wait:.0f} s",
-                      now)
-            log.warning("page for %s failed (attempt %s), retry in %.0f s", rid,
-                        round_attempts, wait)
+            event = ("page_failed", f"attempt {round_attempts} of {self.s.max_attempts} failed "
+                                    f"({reached} of {len(numbers)} reached): {error}; retry in "
+                                    f"{wait:.0f} s")
+            due = now + wait
         else:
+            error = "; ".join(errors)[:500]
             fields.update({"page_status": FAILED, "page_error": error, "page_next_at": ""})
-            self.r.hset(key, mapping=fields)
-            self.r.zrem(DUE, rid)
-            add_event(self.r, rid, "page_failed", WORKER,
-                      f"gave up after {round_attempts} attempts ({reached} of {len(numbers)} "
-                      f"reached): {error}", now)
+            event = ("page_failed", f"gave up after {round_attempts} attempts ({reached} of "
+                                    f"{len(numbers)} reached): {error}")
+            due = None
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if str(pipe.hget(key, "page_round") or "1") != page_round:
+                        pipe.unwatch()
+                        add_event(self.r, rid, "page_round_superseded", WORKER,
+                                  f"round {page_round}: {event[1]}; a newer round is "
+                                  "being paged", now)
+                        return not errors
+                    pipe.multi()
+                    pipe.hset(key, mapping=fields)
+                    if due is None:
+                        pipe.zrem(DUE, rid)
+                    else:
+                        pipe.zadd(DUE, {rid: due})
+                    add_event(self.r, rid, event[0], WORKER, event[1], now, pipe=pipe)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        if not errors:
+            log.info("paged escalation %s tier=%s attempt=%s", rid,
+                     d.get("page_tier") or rec.get("tier"), round_attempts)
+        elif due is not None:
+            log.warning("page for %s failed (attempt %s), retry in %.0f s", rid,
+                        round_attempts, due - now)
+        else:
             log.error("page for %s FAILED after %s attempts", rid, round_attempts)
-        return False
+        return not errors
 
     # -- the acknowledgement deadline
     def repage_overdue(self, now: float) -> int:
@@ -418,16 +622,25 @@ class Pager:
                           "was paged", now)
                 log.warning("escalation %s overdue and not paged: ON_CALL_NUMBERS is empty", rid)
                 continue
-            page_round = int(self.r.hget(key, "page_round") or 0) + 1
-            self.r.hset(key, mapping={"page_status": PENDING, "page_round": page_round,
-                                      "page_round_attempts": 0, "page_delivered": "[]",
-                                      "page_next_at": now})
-            self.r.hsetnx(key, "page_kind", "new")
-            self.r.zadd(DUE, {rid: now})
-            add_event(self.r, rid, "overdue_repaged", WORKER,
-                      f"{why}: marked overdue, paging again (round {page_round})", now)
+            with self.r.pipeline(transaction=True) as pipe:  # the new round, due, at once
+                while True:
+                    try:
+                        pipe.watch(key)
+                        page_round = int(pipe.hget(key, "page_round") or 0) + 1
+                        pipe.multi()
+                        pipe.hset(key, mapping={
+                            "page_status": PENDING, "page_round": page_round,
+                            "page_round_kind": OVERDUE_ROUND, "page_round_attempts": 0,
+                            "page_delivered": "[]", "page_next_at": now})
+                        pipe.hsetnx(key, "page_kind", "new")
+                        pipe.zadd(DUE, {rid: now})
+                        add_event(self.r, rid, "overdue_repaged", WORKER,
+                                  f"{why}: marked overdue, paging again (round {page_round})",
+                                  now, pipe=pipe)
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
             log.warning("escalation %s overdue: paging again (round %s)", rid, page_round)
             repaged += 1
         return repaged
-
-

@@ -297,6 +297,8 @@ class VoiceLadder:
             self.r.zrem(VOICE_DUE, rid)
             return False
         d = self.r.hgetall(esc_key(rid))
+        # raised in place (URGENT, then EMERGENCY): the call says the escalation's tier now
+        rec = {**rec, "tier": d.get("escalation_tier") or rec.get("tier")}
         ladder = d.get("voice_status") or WATCHING
         current = status(self.r, rid)
         if current != OPEN:

@@ -2,11 +2,27 @@
 
 Never answers 500: whatever goes wrong after the signature check, the patient gets a TwiML
 message that tells them whom to call (and red-flag words are still recognised without Redis).
+
+**The pending question, without Redis.** Twilio keeps the HTTP cookies a messaging webhook
+sets and sends them back with the conversation's next messages (for up to 4 hours). Every
+reply sets ``triage_q``: the conversation's state id (``fever:danger_signs``: a flow and a
+question id, no patient data), when it was issued, and an HMAC-SHA256 of both and the
+sender's number keyed by ``SECRET_KEY`` (the number is not in the cookie; a cookie replayed
+from another conversation, altered, or older than 4 hours is ignored). When Redis cannot be
+reached, the fallback reads it: if the pending question is a yes/no or pick-from-a-list
+question whose answer alone makes an EMERGENCY (an answer that sets a fact an EMERGENCY rule of
+the checklist needs and nothing else: the EMERGENCY screens), and the text gives that answer,
+the reply is "Call 911 now." with the rule's advice. The text is spooled as every text during
+an outage is, and replayed through the engine (the record) when Redis answers again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import time
+from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
@@ -20,6 +36,8 @@ from .store import mask_phone
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
+PENDING_COOKIE = "triage_q"
+PENDING_MAX_AGE = 4 * 3600  # Twilio keeps a conversation's cookies at most 4 hours
 
 
 def service() -> TriageService:
@@ -79,16 +97,104 @@ def sms() -> Response:
         spooled = svc.spool_inbound(phone, sid, body, num_media)
         log.warning("Redis unavailable (%s): fallback reply to %s, text %s", exc,
                     mask_phone(phone), "spooled" if spooled else "NOT spooled")
-        return twiml(fallback_reply(svc, body))
+        return twiml(fallback_reply(svc, body, pending_state(phone)))
     except Exception:
         log.exception("could not process a message from %s", mask_phone(phone))
-        return twiml(fallback_reply(svc, body))
+        return twiml(fallback_reply(svc, body, pending_state(phone)))
     svc.replay_in_background()  # texts spooled during an outage, now that Redis answers
-    return twiml(saved.reply)
+    resp = twiml(saved.reply)
+    if not saved.duplicate:  # a retry's cached reply says nothing of the state now
+        remember_state(resp, phone, _state_after(svc, phone, saved))
+    return resp
 
 
-def fallback_reply(svc: TriageService, body: str) -> str:
-    """Redis is down, or a bug: still tell the patient what to do, red flags first."""
+# --------------------------------------------------------------------------- the cookie
+
+def _state_after(svc: TriageService, phone: str, saved: Any) -> str | None:
+    """The conversation's state after this message: ``Saved.state`` (store.py). Until the
+    store returns it, one read of the session (never allowed to fail the reply)."""
+    if hasattr(saved, "state"):
+        return saved.state
+    try:  # transitional: remove once store.Saved carries the state
+        session = svc.store.session(phone)
+    except Exception:
+        return None
+    return (session or {}).get("state")
+
+
+def _mac(phone: str, state: str, issued: int) -> str:
+    key = current_app.config["SECRET_KEY"].encode()
+    msg = f"triage-pending-question|{state}|{issued}|{phone}".encode()
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def remember_state(resp: Response, phone: str, state: str | None,
+                   now: float | None = None) -> None:
+    """Set (or, with no question pending, clear) the signed pending-question cookie. A state
+    not known (None: a message that ran no engine turn, such as one over a rate limit) leaves
+    the cookie as it is."""
+    if state is None:
+        return
+    secure = (current_app.config.get("PUBLIC_BASE_URL") or "").startswith("https://") \
+        or request.is_secure
+    if service().engine.question_at(state) is None:
+        if PENDING_COOKIE in request.cookies:
+            resp.delete_cookie(PENDING_COOKIE, path="/sms", secure=secure, httponly=True)
+        return
+    issued = int(time.time() if now is None else now)
+    resp.set_cookie(PENDING_COOKIE, f"{state}|{issued}|{_mac(phone, state, issued)}",
+                    max_age=PENDING_MAX_AGE, path="/sms", secure=secure, httponly=True,
+                    samesite="Lax")
+
+
+def pending_state(phone: str, now: float | None = None) -> str | None:
+    """The state id the cookie names, if it is authentic, for this number, and recent."""
+    raw = request.cookies.get(PENDING_COOKIE) or ""
+    try:
+        state, issued_text, mac = raw.rsplit("|", 2)
+        issued = int(issued_text)
+    except ValueError:
+        return None
+    if not hmac.compare_digest(mac, _mac(phone, state, issued)):
+        if raw:
+            log.warning("ignored a pending-question cookie that does not verify (from %s)",
+                        mask_phone(phone))
+        return None
+    age = (time.time() if now is None else now) - issued
+    return state if -60 <= age <= PENDING_MAX_AGE else None
+
+
+# --------------------------------------------------------------------------- the fallback
+
+def emergency_rule(svc: TriageService, state: str | None, body: str) -> Any:
+    """The EMERGENCY rule this text's answer to the pending question makes true on its own,
+    or None. Only yes/no and pick-from-a-list questions; an unclear answer is None (the
+    general fallback then tells the patient whom to call)."""
+    engine = svc.engine
+    found = engine.question_at(state) if state else None
+    if found is None:
+        return None
+    flow, q = found
+    if q.type not in ("yes_no", "choice", "multi_choice") or not q.sets:
+        return None
+    value = _answer(engine, q, body)
+    if value is None:
+        return None
+    facts = {rule.fact for rule in q.sets if rule.when.holds(value)}
+    for rule in flow.rules:
+        if rule.tier == "EMERGENCY" and any(rule.when.holds({fact}) for fact in facts):
+            return rule
+    return None
+
+
+def _answer(engine: Any, q: Any, body: str) -> Any:
+    """The answer as the engine reads it (``Engine.parse_answer``)."""
+    return engine.parse_answer(q, body)
+
+
+def fallback_reply(svc: TriageService, body: str, state: str | None = None) -> str:
+    """Redis is down, or a bug: still tell the patient what to do, red flags first, then an
+    EMERGENCY answer to the question the signed cookie says was pending."""
     engine = svc.engine
     try:
         flags = engine.read(body).current("red_flag")
@@ -98,6 +204,15 @@ def fallback_reply(svc: TriageService, body: str) -> str:
         advice = list(dict.fromkeys(engine.red_flag_by_id[f.concept].advice for f in flags))
         return to_gsm7(engine.compose(engine.fill(engine.msg["red_flag"]),
                                       *(Opt(engine.fill(a)) for a in advice)))
+    try:
+        rule = emergency_rule(svc, state, body)
+    except Exception:  # never let the fallback fail; the general advice still goes
+        log.exception("could not read the pending question in the fallback")
+        rule = None
+    if rule is not None:
+        return to_gsm7(engine.compose(engine.fill(engine.msg["red_flag"]),
+                                      Opt(engine.fill(rule.advice)),
+                                      Opt(engine.fill(engine.msg["red_flag_after"]))))
     return to_gsm7(engine.fill(engine.msg["store_down"]))
 
 

@@ -41,8 +41,9 @@ import redis
 from flask import Flask
 
 from . import indexes, notify
+from .escalations import esc_key
 from .followup import FollowUps
-from .paging import BATCH, MERGED, Pager, PagingSettings, consume
+from .paging import BATCH, MERGED, RAISED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     """What one new triage record starts."""
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
-    if kind != MERGED:  # a merged record rides on the escalation already paged (and called)
+    if kind == RAISED:  # the conversation's open escalation now has this record's tier
+        holder = rt.pager.r.hget(esc_key(rid), "merged_into")
+        if holder:
+            rt.voice.on_record(holder, rec, now)
+    elif kind != MERGED:  # a merged record rides on the escalation already paged (and called)
         rt.voice.on_record(rid, rec, now)
     if origin and kind is None and rec.get("kind") == "abandoned":
         # No complete reply to a re-check after a worrying answer: rule 5, alert the team.
@@ -172,10 +177,15 @@ def health(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
 
 def banner_text(r: redis.Redis, now: float | None = None) -> str:
     """One sentence for the dashboard banner when the worker or the records need a person."""
+    return banner(r, now)[0]
+
+
+def banner(r: redis.Redis, now: float | None = None) -> tuple[str, int]:
+    """``banner_text`` and the number of dead letters (the banner links to them)."""
     try:
         h = health(r, now)
     except (redis.RedisError, OSError):
-        return "Redis does not answer: texts are answered but records may be delayed."
+        return "Redis does not answer: texts are answered but records may be delayed.", 0
     parts = []
     if h["worker_silent"]:
         ago = h["worker_last_tick_seconds_ago"]
@@ -185,7 +195,7 @@ def banner_text(r: redis.Redis, now: float | None = None) -> str:
     if h["dead_letters"]:
         parts.append(f"{h['dead_letters']} unreadable record(s) set aside (dead letters): "
                      "check them with the service's operator.")
-    return " ".join(parts)
+    return " ".join(parts), int(h["dead_letters"])
 
 
 def check(max_age: float | None = None, now: float | None = None) -> tuple[bool, str]:

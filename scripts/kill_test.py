@@ -4,7 +4,11 @@ real redis-server, signed Twilio requests, real signals. Nothing is mocked.
     python scripts/kill_test.py worker-kill [--messages 400]   # item 1: SIGKILL gunicorn workers
     python scripts/kill_test.py redis-stall [--messages 200]   # item 2: SIGSTOP redis-server
     python scripts/kill_test.py redis-kill  [--messages 300]   # items 3, 6: SIGKILL redis-server
-    python scripts/kill_test.py all                            # the three, full size
+    python scripts/kill_test.py stall-pending [--messages 40]  # item 2: "yes" to the
+                                                               # emergency question, stalled
+    python scripts/kill_test.py pager-delay [--messages 3]     # item 5: worker SIGKILLed
+                                                               # holding an EMERGENCY record
+    python scripts/kill_test.py all                            # the first three, full size
 
 Every scenario sends red-flag texts ("I cant breathe"), each from its own number with its own
 MessageSid, from several threads at once, and retries every request that failed or went
@@ -59,6 +63,7 @@ from conftest import (  # noqa: E402
 RED_FLAG = "I cant breathe"
 EMERGENCY_START = "Call 911 now."
 REPLY_LIMIT = 3.0  # seconds: every reply under any Redis fault (issue 8, item 2)
+PAGE_DELAY_LIMIT = 30.0  # seconds an EMERGENCY page may be delayed by a worker crash (item 5)
 
 
 # ------------------------------------------------------------------ real processes
@@ -214,7 +219,9 @@ def send_until_answered(server: Gunicorn, tally: Tally, phone: str, body: str,
         started = time.monotonic()
         try:
             status, text = post_sms(server.port, server.base, phone, sid, body, timeout=15)
-        except OSError:  # the worker was killed mid-request: no answer, Twilio retries
+        except (OSError, http.client.HTTPException):
+            # the worker was killed mid-request (no answer, or the answer cut off mid-body,
+            # IncompleteRead): Twilio retries
             with tally.lock:
                 tally.attempts += 1
                 tally.retries += 1
@@ -336,9 +343,10 @@ def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
 def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = None,
                 seed: int | None = None, max_kills: int | None = None,
                 every: tuple[float, float] = (0.2, 0.8), spacing: float = 0.0,
-                pager_kills: int = 0) -> dict[str, Any]:
+                pager_kills: int = 0, raised: int = 20) -> dict[str, Any]:
     """Item 1: SIGKILL gunicorn workers at random moments (every ``every`` seconds, at most
-    ``max_kills``) under red-flag load."""
+    ``max_kills``) under red-flag load. Then (``pager_kills``) item 4: the real worker pages
+    them, and ``raised`` URGENT escalations raised in place, while SIGKILLed."""
     random.seed(seed)
     with _folder(folder) as tmp:
         rs = RedisServer(tmp, free_port(), aof=False)
@@ -375,7 +383,8 @@ def worker_kill(messages: int = 400, threads: int = 8, folder: Path | None = Non
             out = {"scenario": "worker-kill", "sigkills": kills, "replayed": replayed,
                    **count(rs.url, phones, tally)}
             if pager_kills:
-                out.update(page_with_killed_workers(rs.url, tmp, pager_kills))
+                out.update(page_with_killed_workers(rs.url, tmp, pager_kills,
+                                                    raised=raised))
         finally:
             rs.stop()
     return out
@@ -385,18 +394,36 @@ ON_CALL = ("+15550001111", "+15550002222")
 
 
 def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
-                             budget: float = 120.0) -> dict[str, Any]:
+                             budget: float = 120.0, raised: int = 20) -> dict[str, Any]:
     """Item 4/5: the real worker (``python -m bot.worker``, console SMS backend: every page is
     printed) pages every record, SIGKILLed ``kills`` times at random moments and started
-    again each time. Counts the texts per (record, on-call number): each exactly once."""
+    again each time. Besides the EMERGENCY records already there, ``raised`` conversations
+    open an URGENT escalation, and an EMERGENCY record of the same conversation arrives after
+    the first kill: the same escalation is raised in place and paged again at EMERGENCY.
+    Counts the texts per (escalation, on-call number, tier): EMERGENCY exactly once for every
+    escalation, URGENT at most once (none if the raise came before the URGENT page went)."""
     import re
+
+    from bot.store import Store
 
     env = service_env(redis_url, folder / "instance", "https://triage.example.org")
     env.update({"ON_CALL_NUMBERS": ",".join(ON_CALL), "WORKER_TICK_SECONDS": "1",
                 "PUBLIC_BASE_URL": ""})  # no receipts: no voice calls mixed into the count
     r = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = Store(r, session_ttl=3600, dedup_ttl=3600)
     rids = [rid for rid, f in r.xrange("triage:records")
             if json.loads(f["data"]).get("tier") == "EMERGENCY"]
+
+    def conversation_record(i: int, tier: str) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return store.append_record({
+            "phone": f"+1555200{i:04d}", "flow": "fever" if tier == "URGENT" else "red_flag",
+            "tier": tier, "kind": "completed" if tier == "URGENT" else "red_flag",
+            "reasons": ["temperature 38.6 C >= 38.0" if tier == "URGENT" else "can't breathe"],
+            "answers": {}, "episode_id": f"raise{i}", "conversation_id": f"raise{i}",
+            "created_at": stamp, "started_at": stamp})
+
+    holders = [conversation_record(i, "URGENT") for i in range(raised)]
     outputs: list[Path] = []
 
     def start() -> subprocess.Popen[bytes]:
@@ -408,41 +435,70 @@ def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
 
     def all_paged() -> bool:
         pipe = r.pipeline(transaction=False)
-        for rid in rids:
-            pipe.hget(f"triage:esc:{rid}", "page_status")
-        return all(st == "sent" for st in pipe.execute())
+        for rid in [*rids, *holders]:
+            pipe.hmget(f"triage:esc:{rid}", "page_status", "escalation_tier")
+        got = pipe.execute()
+        return (all(st == "sent" for st, _ in got)
+                and all(tier == "EMERGENCY" for _, tier in got[len(rids):]))
 
     started = time.monotonic()
     proc = start()
     done_kills = 0
+    raisers: list[str] = []
     try:
+        def urgent_paged() -> bool:
+            pipe = r.pipeline(transaction=False)
+            for rid in holders:
+                pipe.hget(f"triage:esc:{rid}", "page_status")
+            return all(st == "sent" for st in pipe.execute())
+
         while done_kills < kills and time.monotonic() - started < budget:
-            time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages for a while
+            if not raisers and done_kills == kills - 1:
+                # before the last kill, the URGENT conversations become EMERGENCY once their
+                # URGENT page went out: the raise's pages are sent under that kill
+                while not urgent_paged() and time.monotonic() - started < budget / 2:
+                    time.sleep(0.2)
+                raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
+                time.sleep(random.uniform(0.05, 0.6))
+            else:
+                time.sleep(random.uniform(0.8, 2.0))  # boots (~1 s), then pages a while
             proc.kill()
             proc.wait()
             done_kills += 1
             proc = start()
+        if not raisers:
+            raisers = [conversation_record(i, "EMERGENCY") for i in range(raised)]
         while not all_paged() and time.monotonic() - started < budget:
             time.sleep(0.5)
         paged_in = time.monotonic() - started
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    sent: dict[tuple[str, str], int] = {}
-    pattern = re.compile(r"\[sms to (\S+)\] .*escalation (\d+-\d+)")
+    sent: dict[tuple[str, str, str], int] = {}
+    pattern = re.compile(r"\[sms to (\S+)\] (?:OVERDUE, not acknowledged: )?"
+                         r"(EMERGENCY|URGENT|SOON)\b.*escalation (\d+-\d+)")
     for out in outputs:
         for line in out.read_text(errors="replace").splitlines():
             m = pattern.search(line)
             if m:
-                key = (m.group(2), m.group(1))
+                key = (m.group(3), m.group(1), m.group(2))
                 sent[key] = sent.get(key, 0) + 1
     from bot.store import mask_phone
 
-    expected = {(rid, mask_phone(n)) for rid in rids for n in ON_CALL}
+    expected = {(rid, mask_phone(n), "EMERGENCY") for rid in [*rids, *holders] for n in ON_CALL}
+    raised_ok = sum(1 for h in holders if r.hget(f"triage:esc:{h}", "raised_by") in raisers)
+    resent = sum(1 for rid in [*rids, *holders]
+                 for e in r.lrange(f"triage:esc:{rid}:events", 0, -1)
+                 if json.loads(e).get("action") == "page_resent")
     return {"worker_sigkills": done_kills, "pages_expected": len(expected),
-            "pages_sent": sum(sent.values()),
+            "pages_sent": sum(c for k, c in sent.items() if k in expected),
             "pages_missing": len(expected - set(sent)),
             "pages_duplicated": sum(c - 1 for c in sent.values() if c > 1),
+            "raised_escalations": raised_ok, "raised_expected": raised,
+            "pages_resent_after_kill_in_send": resent,
+            "urgent_pages_before_raise": sum(c for k, c in sent.items() if k[2] == "URGENT"),
+            "pages_other": sum(c for k, c in sent.items()
+                               if k not in expected and k[2] != "URGENT"),
             "all_paged_within_s": round(paged_in, 1)}
 
 
@@ -518,6 +574,185 @@ def redis_kill(messages: int = 300, threads: int = 6, down: float = 4.0,
     return out
 
 
+def _post_with_cookie(server: Gunicorn, phone: str, sid: str, body: str, cookie: str,
+                      timeout: float = 15) -> tuple[int, str, str]:
+    """A signed text carrying the cookie Twilio would send back; (status, reply, Set-Cookie)."""
+    form = {"From": phone, "To": "+15550009999", "AccountSid": "ACkilltest",
+            "MessageSid": sid, "NumMedia": "0", "Body": body}
+    headers = {"X-Twilio-Signature": sign(f"{server.base}/sms", form),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.request("POST", "/sms", urllib.parse.urlencode(form), headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        return resp.status, text, (resp.getheader("Set-Cookie") or "").split(";")[0]
+    finally:
+        conn.close()
+
+
+def stall_pending(patients: int = 40, threads: int = 4,
+                  folder: Path | None = None) -> dict[str, Any]:
+    """Item 2, the pending question: ``patients`` conversations reach the fever checklist's
+    emergency-signs question (the reply sets the signed cookie), then redis-server is
+    SIGSTOPped and each answers "yes" carrying its cookie, retried with the same MessageSid
+    until answered. Every one must be told "Call 911 now." within REPLY_LIMIT, and after
+    SIGCONT and the replay each must have its EMERGENCY fever record (danger_signs yes)."""
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        try:
+            with gunicorn(rs.url, tmp) as server:
+                phones = [f"+1555400{i:04d}" for i in range(patients)]
+                cookies: dict[str, str] = {}
+                for phone in phones:
+                    status, text, cookie = _post_with_cookie(
+                        server, phone, "SM" + uuid.uuid4().hex, "fever", "")
+                    if status == 200 and "YES or NO" in (replies(text) or [""])[0]:
+                        cookies[phone] = cookie
+                tally = Tally()
+                todo = list(cookies)
+                lock = threading.Lock()
+
+                def run() -> None:
+                    while True:
+                        with lock:
+                            if not todo:
+                                return
+                            phone = todo.pop()
+                        sid = "SM" + uuid.uuid4().hex
+                        for _ in range(20):
+                            started = time.monotonic()
+                            try:
+                                status, text, _ = _post_with_cookie(server, phone, sid, "yes",
+                                                                    cookies[phone])
+                            except (OSError, http.client.HTTPException):
+                                continue
+                            with tally.lock:
+                                tally.attempts += 1
+                                tally.errors_5xx += status >= 500
+                            if status == 200:
+                                with tally.lock:
+                                    tally.latencies.append(time.monotonic() - started)
+                                    tally.answered[phone] = (replies(text) or [""])[0]
+                                break
+
+                rs.signal(signal.SIGSTOP)
+                try:
+                    pool = [threading.Thread(target=run) for _ in range(threads)]
+                    for t in pool:
+                        t.start()
+                    for t in pool:
+                        t.join()
+                finally:
+                    rs.signal(signal.SIGCONT)
+                left = wait_for_service_replay(server, tmp)
+            replayed = replay_spool(rs.url, tmp)
+            r = redis.Redis.from_url(rs.url, decode_responses=True)
+            found: dict[str, int] = {}
+            for _rid, fields in r.xrange("triage:records"):
+                rec = json.loads(fields["data"])
+                if (rec.get("tier") == "EMERGENCY" and rec.get("flow") == "fever"
+                        and (rec.get("answers") or {}).get("danger_signs") == "yes"
+                        and rec.get("received_during_outage")):
+                    found[rec["phone"]] = found.get(rec["phone"], 0) + 1
+        finally:
+            rs.stop()
+    told = [p for p in cookies if tally.answered.get(p, "").startswith(EMERGENCY_START)]
+    lat = sorted(tally.latencies)
+    return {"scenario": "stall-pending", "conversations": patients,
+            "cookies_set": len(cookies), "answered_yes_in_stall": len(tally.answered),
+            "told_call_911": len(told), "http_5xx": tally.errors_5xx,
+            "left_after_service_replay": left, "replayed_at_end": replayed,
+            "emergency_records_after_replay": sum(found.get(p, 0) for p in told),
+            "lost": sum(1 for p in told if not found.get(p)),
+            "duplicated": sum(1 for p in told if found.get(p, 0) > 1),
+            "reply_p50_s": round(statistics.median(lat), 3) if lat else None,
+            "reply_max_s": round(lat[-1], 3) if lat else None}
+
+
+def pager_delay(rounds: int = 3, folder: Path | None = None) -> dict[str, Any]:
+    """Item 5: how long a worker's crash delays an EMERGENCY page. The real worker at its
+    default tick (15 s), two on-call numbers; per round an EMERGENCY record is written, the
+    worker is SIGKILLed the moment it holds the record (read from the stream but not yet
+    acknowledged, or routed but not yet paged), and a new worker is started at once (what a
+    supervisor's restart does). Measures the seconds from the kill, and from the record, to
+    the page the new worker prints. Limit: 30 s after the kill (issue 8, item 5)."""
+    import re
+
+    from bot.store import Store
+
+    with _folder(folder) as tmp:
+        rs = RedisServer(tmp, free_port(), aof=False)
+        rs.start()
+        env = service_env(rs.url, tmp / "instance", "https://triage.example.org")
+        env.update({"ON_CALL_NUMBERS": ",".join(ON_CALL), "PUBLIC_BASE_URL": "",
+                    "WORKER_TICK_SECONDS": "15"})
+        r = redis.Redis.from_url(rs.url, decode_responses=True)
+        store = Store(r, session_ttl=3600, dedup_ttl=3600)
+        logs: list[Path] = []
+
+        def start() -> subprocess.Popen[bytes]:
+            out = tmp / f"delay-worker-{len(logs)}.log"
+            logs.append(out)
+            with out.open("wb") as fh:
+                return subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT,
+                                        env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+        def printed(log: Path, rid: str) -> bool:
+            pattern = re.compile(rf"\[sms to \S+\] EMERGENCY.*escalation {re.escape(rid)}")
+            return bool(pattern.search(log.read_text(errors="replace")))
+
+        results: list[dict[str, Any]] = []
+        try:
+            for i in range(rounds):
+                r.delete("worker:heartbeat")
+                proc = start()
+                while not r.get("worker:heartbeat"):  # its first tick is done
+                    time.sleep(0.05)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                rid = store.append_record({
+                    "phone": f"+1555300{i:04d}", "flow": "red_flag", "tier": "EMERGENCY",
+                    "kind": "red_flag", "reasons": ["can't breathe"], "answers": {},
+                    "episode_id": f"delay{i}", "conversation_id": f"delay{i}",
+                    "created_at": stamp, "started_at": stamp})
+                t_record = time.monotonic()
+                held = ""
+                while not held and time.monotonic() - t_record < 40:
+                    pending = r.xpending("triage:records", "pagers")["pending"]
+                    if pending:
+                        held = "read, not acknowledged"
+                    elif r.hget(f"triage:esc:{rid}", "page_status") == "pending":
+                        held = "routed, not paged"
+                if held:
+                    os.kill(proc.pid, signal.SIGKILL)
+                t_kill = time.monotonic()
+                proc.wait()
+                late = printed(logs[-1], rid)
+                proc = start()
+                while not printed(logs[-1], rid) and time.monotonic() - t_kill < 120:
+                    time.sleep(0.05)
+                t_page = time.monotonic()
+                ok = printed(logs[-1], rid)
+                proc.terminate()
+                proc.wait(timeout=20)
+                results.append({"held": held or "never seen held", "paged_before_kill": late,
+                                "paged_after_kill_s": round(t_page - t_kill, 1) if ok else None,
+                                "record_to_page_s": round(t_page - t_record, 1) if ok
+                                else None})
+        finally:
+            rs.stop()
+    delays = [x["paged_after_kill_s"] for x in results if x["paged_after_kill_s"] is not None
+              and not x["paged_before_kill"]]
+    return {"scenario": "pager-delay", "tick_s": 15, "rounds": results,
+            "max_delay_after_kill_s": max(delays) if delays else None,
+            "measured": len(delays),
+            "pages_missing": sum(1 for x in results if x["paged_after_kill_s"] is None
+                                 and not x["paged_before_kill"])}
+
+
 @contextmanager
 def _folder(folder: Path | None) -> Iterator[Path]:
     if folder is not None:
@@ -540,9 +775,13 @@ def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str
         problems.append("a red-flag text was answered without 'Call 911 now.'")
     if out["http_5xx"]:
         problems.append(f"{out['http_5xx']} 5xx answer(s)")
-    if out.get("pages_missing") or out.get("pages_duplicated"):
+    if out.get("pages_missing") or out.get("pages_duplicated") or out.get("pages_other"):
         problems.append(f"pages: {out.get('pages_missing')} missing, "
-                        f"{out.get('pages_duplicated')} duplicated")
+                        f"{out.get('pages_duplicated')} duplicated, "
+                        f"{out.get('pages_other')} unexpected")
+    if out.get("raised_escalations", 0) != out.get("raised_expected", 0):
+        problems.append(f"{out.get('raised_escalations')} of {out.get('raised_expected')} "
+                        "URGENT escalations raised in place")
     if latency_limit and (out["reply_max_s"] or 0) > latency_limit:
         problems.append(f"slowest reply {out['reply_max_s']} s > {latency_limit} s")
     return problems
@@ -551,7 +790,8 @@ def verdict(out: dict[str, Any], latency_limit: float | None = None) -> list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill", "all"])
+    parser.add_argument("scenario", choices=["worker-kill", "redis-stall", "redis-kill",
+                                             "pager-delay", "stall-pending", "all"])
     parser.add_argument("--messages", type=int, default=None)
     args = parser.parse_args()
     runs = {"worker-kill": lambda n: worker_kill(n or 400, pager_kills=5),
@@ -559,6 +799,21 @@ def main() -> None:
             "redis-kill": lambda n: redis_kill(n or 300)}
     names = list(runs) if args.scenario == "all" else [args.scenario]
     failed = False
+    if args.scenario == "stall-pending":
+        out = stall_pending(args.messages or 40)
+        good = (out["cookies_set"] == out["conversations"] == out["told_call_911"]
+                and not out["lost"] and not out["duplicated"] and not out["http_5xx"]
+                and (out["reply_max_s"] or 0) <= REPLY_LIMIT)
+        out["verdict"] = "PASS" if good else "FAIL"
+        print(json.dumps(out), flush=True)
+        sys.exit(0 if good else 1)
+    if args.scenario == "pager-delay":
+        out = pager_delay(args.messages or 3)
+        worst = out["max_delay_after_kill_s"]
+        good = bool(out["measured"]) and not out["pages_missing"] and worst <= PAGE_DELAY_LIMIT
+        out["verdict"] = "PASS" if good else f"FAIL: worst {worst} s, limit {PAGE_DELAY_LIMIT} s"
+        print(json.dumps(out), flush=True)
+        sys.exit(0 if good else 1)
     for name in names:
         out = runs[name](args.messages)
         limit = REPLY_LIMIT if name != "worker-kill" else None

@@ -91,11 +91,13 @@ def test_kill_gunicorn_workers_under_red_flag_load_short(tmp_path: Path) -> None
     config, 3 workers), real Redis, SIGKILL at random moments, retries with the same
     MessageSid: EMERGENCY records == 'Call 911 now.' replies."""
     out = kill_test.worker_kill(messages=120, threads=6, folder=tmp_path, max_kills=6,
-                                every=(0.3, 0.6), spacing=0.2, pager_kills=1)
+                                every=(0.3, 0.6), spacing=0.2, pager_kills=1, raised=10)
     assert out["sigkills"] >= 3, out
     # the real worker (python -m bot.worker), SIGKILLed once while paging, restarted: every
-    # record paged to each on-call number exactly once
-    assert out["pages_sent"] == out["pages_expected"] == 2 * out["texts"], out
+    # escalation paged to each on-call number exactly once at EMERGENCY (the 10 URGENT ones
+    # raised in place included), no (escalation, number, tier) twice
+    assert out["pages_sent"] == out["pages_expected"] == 2 * (out["texts"] + 10), out
+    assert out["raised_escalations"] == 10 and out["pages_duplicated"] == 0, out
     assert kill_test.verdict(out) == [], out
     assert out["emergency_records"] == out["told_call_911"] == out["texts"], out
 
@@ -187,6 +189,16 @@ def test_redis_stall_under_gunicorn_short(tmp_path: Path) -> None:
     assert kill_test.verdict(out, kill_test.REPLY_LIMIT) == [], out
     assert out["records_from_outage_spool"] >= 1, out
     assert out["left_after_service_replay"] == 0, out
+
+
+def test_yes_to_the_emergency_question_under_a_stall_gunicorn_short(tmp_path: Path) -> None:
+    """Short form of `python scripts/kill_test.py stall-pending`: real gunicorn, redis-server
+    SIGSTOPped, each conversation answers "yes" to the emergency-signs question carrying the
+    cookie its last reply set: "Call 911 now.", then its record after the replay."""
+    out = kill_test.stall_pending(patients=8, threads=4, folder=tmp_path)
+    assert out["cookies_set"] == out["told_call_911"] == 8, out
+    assert out["emergency_records_after_replay"] == 8, out
+    assert out["lost"] == out["duplicated"] == out["http_5xx"] == 0, out
 
 
 # ------------------------------------------------------------------ item 3: the spool

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..clock import iso_utc
 from . import lifecycle, parsing
+from .answers import Answers
 from .assess import Assessor, Finding
 from .context import patient_context
 from .flows import Flow, Library, Question
@@ -138,6 +139,26 @@ class Engine:
             if q.id not in conv.answers and (q.only_if is None or q.only_if.holds(conv.facts)):
                 return q
         return None
+
+    def parse_answer(self, q: Question, text: str) -> Any:
+        """The answer to question ``q`` a text gives, as the engine reads it: the parser for
+        the question's type, else the words that answer it from anywhere in a text
+        (``answered_by`` / ``answered_no_by``, option ``concepts``). None if it gives none.
+        (The webhook's fallback uses it when Redis cannot be reached.)"""
+        value = Answers.parse(q, text)
+        if value not in (None, []):
+            return value
+        reading = self.read(text)
+        if q.type == "yes_no":
+            if any(reading.has(c) for c in q.answered_by):
+                return "yes"
+            if any(reading.has(c) for c in q.answered_no_by):
+                return "no"
+            return None
+        picked = [o.id for o in q.options if any(reading.has(c) for c in o.concepts)]
+        if picked:
+            return picked[0] if q.type == "choice" else picked
+        return value
 
     # ------------------------------------------------------------------ words
     def fill(self, text: str, who: str | None = None) -> str:

@@ -63,20 +63,27 @@ def _end_session() -> None:
         session.clear()
 
 
+def signed_in_user() -> Any:
+    """The dashboard user of this request's session, or None (a removed user, an expired
+    session or a password changed since sign-in ends the session). Also for the few /api
+    routes the dashboard links to."""
+    name = session.get("user")
+    if not name:
+        return None
+    hours = current_app.config.get("DASHBOARD_SESSION_HOURS", SESSION_HOURS)
+    r = redis()
+    user = users.get(r, name)
+    stored = r.hget(users.user_key(users.normalise(name)), "password")
+    if (user is None or time.time() - float(session.get("since", 0)) > hours * 3600
+            or session.get("pw") != sessions.password_fingerprint(stored)):
+        _end_session()  # removed, expired, or the password changed since sign-in
+        return None
+    return user
+
+
 @bp.before_request
 def require_login() -> Any:
-    g.user = None
-    name = session.get("user")
-    if name:
-        hours = current_app.config["DASHBOARD_SESSION_HOURS"]
-        r = redis()
-        user = users.get(r, name)
-        stored = r.hget(users.user_key(users.normalise(name)), "password")
-        if (user is None or time.time() - float(session.get("since", 0)) > hours * 3600
-                or session.get("pw") != sessions.password_fingerprint(stored)):
-            _end_session()  # removed, expired, or the password changed since sign-in
-        else:
-            g.user = user
+    g.user = signed_in_user()
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         if request.path.endswith(".json"):
             return jsonify({"error": "not signed in"}), 401

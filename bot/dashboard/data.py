@@ -365,7 +365,7 @@ def _episode_row(group: list[dict[str, Any]], escs: dict[str, dict[str, str]],
                 reasons.append(reason)
     quoted = [{"reason": reason, "words": words_for(reason, group)} for reason in reasons]
     esc_list = [escs.get(rec["id"]) or {} for rec in group]
-    head_esc = esc_list[0]
+    head_esc = escalation_of(group, esc_list)
     acked = next((e for e in esc_list if e.get("acknowledged_by")), {})
     resolved = next((e for e in esc_list if e.get("resolved_by")), {})
     events = [json.loads(e) for e in raw_events]
@@ -401,6 +401,8 @@ def _episode_row(group: list[dict[str, Any]], escs: dict[str, dict[str, str]],
         "answers": answers,
         "risk_window_assumed": any(bool(rec.get("risk_window_assumed")) for rec in group),
         "risk_windows": list(head.get("risk_windows") or []),
+        "escalation": head_esc.get("id", head["id"]),
+        "raised_from": head_esc.get("raised_from", ""),
         "page_status": head_esc.get("page_status", ""),
         "page_attempts": head_esc.get("page_attempts", ""),
         "page_error": head_esc.get("page_error", ""),
@@ -418,6 +420,19 @@ def _episode_row(group: list[dict[str, Any]], escs: dict[str, dict[str, str]],
                       if last_call else ""),
         "notes": sum(1 for e in events if e.get("action") == "note"),
     }
+
+
+def escalation_of(group: list[dict[str, Any]], esc_list: list[dict[str, str]]
+                  ) -> dict[str, str]:
+    """The escalation hash the episode's row shows (paging status, raised from): the record
+    the others were merged into (one open escalation per conversation, raised in place;
+    ``paging.py``), else the most urgent record's. With ``id``."""
+    by_id = {rec["id"]: esc for rec, esc in zip(group, esc_list, strict=True)}
+    head_id = group[0]["id"]
+    holder = by_id[head_id].get("merged_into") or ""
+    if holder in by_id:
+        return {**by_id[holder], "id": holder}
+    return {**by_id[head_id], "id": head_id}
 
 
 def _iso_or_blank(value: str | None) -> str:

@@ -142,9 +142,10 @@ def alarm() -> dict[str, Any]:
     out = data.banner(rows)
     out["url"] = (url_for("dashboard.detail", rid=out["oldest_id"]) if out["count"] == 1
                   else url_for("dashboard.queue", tier="EMERGENCY", status="open"))
-    from ..worker import banner_text  # the worker silent > 60 s, dead-lettered records
+    from ..worker import banner  # the worker silent > 60 s, dead-lettered records
 
-    out["system"] = banner_text(service().store.r)
+    out["system"], letters = banner(service().store.r)
+    out["deadletters_url"] = url_for("api.deadletters") if letters else ""
     return out
 
 
@@ -266,7 +267,7 @@ def render_detail(rid: str, status: int = 200, form: dict[str, str] | None = Non
         seen=",".join(x["id"] for x in recs),
         transcript=data.transcript_window(store, window, whole=whole), whole=whole,
         questions=question_texts(recs), profile=prof, fields=profile.FIELDS,
-        esc=escalations.details(store.r, head["id"]), history=history,
+        esc=escalations.details(store.r, row["escalation"]), history=history,
         calls=[e for e in ep_events if e.get("action") == "call"],
         notes=[e for e in ep_events if e.get("action") == "note"],
         state=escalations.episode_state(store.r, rec["phone"], episode),
