@@ -111,15 +111,16 @@ def sms() -> Response:
 # --------------------------------------------------------------------------- the cookie
 
 def _state_after(svc: TriageService, phone: str, saved: Any) -> str | None:
-    """The conversation's state after this message: ``Saved.state`` (store.py). Until the
-    store returns it, one read of the session (never allowed to fail the reply)."""
-    if hasattr(saved, "state"):
-        return saved.state
-    try:  # transitional: remove once store.Saved carries the state
+    """The question pending after this message (``fever:danger_signs``): ``Saved.pending``
+    (store.py, from ``Result.pending``). Until the store returns it, one read of the session
+    (never allowed to fail the reply). "" when no question is pending; None when not known."""
+    if hasattr(saved, "pending"):
+        return saved.pending
+    try:  # transitional: remove once store.Saved carries the pending question
         session = svc.store.session(phone)
     except Exception:
         return None
-    return (session or {}).get("state")
+    return svc.engine.pending(session) or ""
 
 
 def _mac(phone: str, state: str, issued: int) -> str:
