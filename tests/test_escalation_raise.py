@@ -257,3 +257,23 @@ def test_a_checklist_abandoned_in_an_open_escalations_conversation_is_merged(
     tick(app, t0 + 120)
     assert esc(app, alone)["page_status"] == "sent"
     assert "incomplete triage" in sms.to(ON_CALL[0])[-1]
+
+
+def test_a_red_flag_minutes_after_an_urgent_outcome_is_the_same_episode(app: Any) -> None:
+    """The core keeps the episode after an URGENT outcome (within the hour), so the worker
+    can raise the open escalation in place instead of paging a second one."""
+    engine = app.extensions["triage"].engine
+    t0 = 1_800_000_000.0
+    s = None
+    records = []
+    for i, text in enumerate(["fever", "no", "38.6"]):
+        r = engine.handle(s, text, phone="+15550007777", now=t0 + i)
+        s, records = r.session, records + r.records
+    assert records[-1]["tier"] == "URGENT"
+    r = engine.handle(s, "now he cant breathe", phone="+15550007777", now=t0 + 300)
+    assert r.records[-1]["tier"] == "EMERGENCY"
+    assert r.records[-1]["episode_id"] == records[-1]["episode_id"]
+    # three hours later a new symptom is a new episode
+    fresh = engine.handle(r.session, "my nose is bleeding", phone="+15550007777",
+                          now=t0 + 3 * 3600)
+    assert fresh.session["conv"]["episode_id"] != records[-1]["episode_id"]

@@ -133,6 +133,7 @@ class Conversation:
     done: bool = False
     tier: str = ""
     red_flag_at: float | None = None
+    escalated_at: float | None = None  # ended URGENT or EMERGENCY (a page went out)
     awaiting_free_text: bool = False
     context_pending: bool = False   # the rule-3 context question waits for its answer
     context_asked: bool = False

@@ -38,8 +38,8 @@ ACK_WORDS = {"ok", "okay", "k", "kk", "okk", "ok thanks", "ok thank you", "okay 
              "ok calling now", "calling now", "ok ty", "ok thx", "k thanks", "thanks will do"}
 AFTER_OUTCOME_WORDS = {"yes", "no", "no thanks", "nope", "yes thanks", "yep", "y", "n", "bye",
                        "goodbye", "thats all", "nothing else", "will call now", "calling"}
-# The texts that follow a red flag within this many seconds are the same episode for the care
-# team (one dashboard row).
+# The texts that follow a red flag, or an URGENT or EMERGENCY outcome, within this many seconds
+# are the same episode for the care team (one dashboard row, one open escalation).
 EPISODE_AFTER_RED_FLAG_SECONDS = 3600
 
 
@@ -96,9 +96,12 @@ class Turn:
         self.s.prior = prior
         prev = self.s.conv
         conv_id = uuid.uuid4().hex[:12]
-        follows_red_flag = prev is not None and prev.red_flag_at is not None and \
-            self.now - prev.red_flag_at < EPISODE_AFTER_RED_FLAG_SECONDS
-        episode = (prev.episode_id or prev.id) if prev is not None and follows_red_flag else None
+        # ... and after an URGENT or EMERGENCY outcome, so that a worse answer minutes later
+        # raises the same open escalation (bot/paging.py) instead of paging a second one.
+        since = max((t for t in ((prev.red_flag_at, prev.escalated_at) if prev else ())
+                     if t is not None), default=None)
+        follows = since is not None and self.now - since < EPISODE_AFTER_RED_FLAG_SECONDS
+        episode = (prev.episode_id or prev.id) if prev is not None and follows else None
         conv = Conversation(id=conv_id, episode_id=episode or conv_id, started_at=self.now,
                             facts={f"prior_{k}": Fact(p.at, "prior") for k, p in prior.items()})
         self.s.conv = conv
@@ -605,6 +608,8 @@ class Turn:
                                     "downgraded", "clinical-rules.md > The four tiers > EMERGENCY"))
         if tier == "EMERGENCY":
             self.s.emergency_at = self.s.emergency_at or self.now
+        if tier in ("URGENT", "EMERGENCY"):
+            conv.escalated_at = self.now
         conv.tier = tier
         self.records.append(self.e.record(self.s, kind="completed", phone=self.phone,
                                           now=self.now, tier=tier, findings=findings))
