@@ -171,6 +171,10 @@ def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float
             write.zremrangebyscore(phone_key(rec["phone"]), "-inf", f"({oldest}")
         if tier == "ROUTINE":
             write.zadd(ROUTINE, {rid: ts})
+            if rec.get("needs_reading") and (status or rec.get("status", "open")) != "resolved":
+                # a question a nurse must read (bot/conversation/turn.py): in the SOON band of
+                # the open queue until resolved, though its answer was ROUTINE
+                write.zadd(open_key("SOON"), {rid: ts})
         elif tier in OPEN_TIERS:
             acted = first_action(esc)
             if acted is not None:
@@ -266,12 +270,19 @@ def unresolved(r: redis.Redis, statuses: Iterable[str], tiers: Iterable[str] = (
     recs = fetch(r, ids)
     known = set(ids)
     fresh = [(rid, rec) for rid, rec in tail(r, cursor)
-             if rid not in known and rec.get("tier") in tiers]
+             if rid not in known and queue_tier(rec) in tiers]
     if fresh:
         states = r.hmget(STATUS, [rid for rid, _ in fresh])
         recs.extend({"id": rid, **rec, "status": st or rec.get("status", "open")}
                     for (rid, rec), st in zip(fresh, states, strict=True))
-    return [rec for rec in recs if rec["status"] in wanted and rec.get("tier") in tiers]
+    return [rec for rec in recs if rec["status"] in wanted and queue_tier(rec) in tiers]
+
+
+def queue_tier(rec: dict[str, Any]) -> str:
+    """The band of the open queue a record waits in: its tier, except a ROUTINE question a
+    nurse must read (``needs_reading``), which waits with SOON."""
+    tier = str(rec.get("tier") or "")
+    return "SOON" if tier == "ROUTINE" and rec.get("needs_reading") else tier
 
 
 def patient_records(r: redis.Redis, phone: str, *, tiers: Iterable[str] = (),

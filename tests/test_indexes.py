@@ -259,3 +259,24 @@ def test_an_unreadable_record_does_not_stop_the_indexing(app: Any) -> None:
     indexes.catch_up(r, NOW)
     assert r.get(indexes.CURSOR) == good
     assert [x["id"] for x in indexes.unresolved(r, ("open",))] == [good]
+
+
+def test_a_question_a_nurse_must_read_is_in_the_open_queue_until_resolved(
+        app: Any, new_phone: Any, sms: Any) -> None:
+    """A question from someone who says the patient is well is answered ROUTINE, but it is
+    never dropped: it sits in the SOON band of the open queue until a nurse resolves it."""
+    from bot import worker
+
+    r = app.extensions["triage"].store.r
+    phone = new_phone()
+    reply = phone.send("can he use a normal toothbrush? hes fine, just asking")
+    assert reply.startswith("You do not need to call right now.")
+    worker.tick(app)
+    [rid] = r.zrange(indexes.open_key("SOON"), 0, -1)
+    record = app.extensions["triage"].store.record(rid)
+    assert record["tier"] == "ROUTINE" and record["needs_reading"] and record["kind"] == "question"
+    queue = nurse_client(app).get("/dashboard/queue.json").get_json()
+    assert rid in json.dumps(queue)
+    escalations.resolve(r, rid, "nina", "answered by phone", now=time.time())
+    worker.tick(app)
+    assert not r.zcard(indexes.open_key("SOON"))
