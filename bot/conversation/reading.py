@@ -121,10 +121,33 @@ class Combination:
 
 # --------------------------------------------------------------------------- text preparation
 
+_UNITS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+          "eight": 8, "nine": 9}
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", **{k: str(v) for k, v in _UNITS.items()}}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60,
+         "seventy": 70, "eighty": 80, "ninety": 90}
+_SPELLED_RE = re.compile(
+    r"\b(?:(?P<hundred>(?:a|one) hundred(?: and)?)\s*)?"
+    r"(?P<tens>" + "|".join(_TENS) + r")(?:[ -](?P<unit>" + "|".join(_UNITS) + r"))?"
+    r"(?: point (?P<frac>(?:(?:" + "|".join(_DIGIT_WORDS) + r"|\d)\s?){1,2}))?\b")
+
+
+def _spelled_numbers(text: str) -> str:
+    """Numbers written as words, as a reading is: "thirty eight point five" -> "38.5",
+    "a hundred and one" is left alone but "ninety nine point five" -> "99.5"."""
+    def number(m: re.Match[str]) -> str:
+        value = (100 if m.group("hundred") else 0) + _TENS[m.group("tens")] + \
+            _UNITS.get(m.group("unit") or "", 0)
+        frac = "".join(_DIGIT_WORDS.get(w, w) for w in (m.group("frac") or "").split())
+        return f"{value}.{frac}" if frac else str(value)
+    return _SPELLED_RE.sub(number, text) if any(t in text for t in _TENS) else text
+
+
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text or "").lower()
     for ch in _APOSTROPHES:
         text = text.replace(ch, "")
+    text = _spelled_numbers(text)
     text = text.replace("\u00b0", " degrees ").replace("\u2013", " - ").replace("\u2014", " - ")
     text = _NUM_UNIT_RE.sub(r"\1 \2", text)
     text = _UNIT_NUM_RE.sub(lambda m: m.group(0) if m.group(1) in _GLUED

@@ -348,7 +348,8 @@ class Turn:
         current = reading.current()
         if any(f.kind in ("sign", "red_flag") for f in current):
             return False
-        well = any(f.concept == "doing_well" and not f.hypothetical for f in reading.findings)
+        well = any(f.concept in ("doing_well", "medicine_question") and not f.hypothetical
+                   for f in reading.findings)
         denied = any(f.negated and f.kind in ("sign", "red_flag") for f in reading.findings) or \
             bool(set(reading.tokens) & {"no", "not", "hasnt", "havent", "isnt", "never"})
         return well or (reading.question and denied)
