@@ -24,6 +24,16 @@ class Assessor:
     def __init__(self, library: Library):
         self.lib = library
         self.rules: list[tuple[Flow, Rule]] = library.all_rules()
+        # Which rules a fact can make true (a rule needs one of its all/any facts), so each
+        # assessment looks at the few rules the conversation's facts can reach, in rule order.
+        self._by_fact: dict[str, list[int]] = {}
+        self._always: list[int] = []
+        for i, (_, rule) in enumerate(self.rules):
+            positive = (*rule.when.all, *rule.when.any)
+            if not positive:
+                self._always.append(i)
+            for fact in positive:
+                self._by_fact.setdefault(fact, []).append(i)
         # Rule 8: which sign each fact stands for, so a headache asked in two checklists
         # counts once.
         self.fact_sign: dict[str, str] = {}
@@ -48,7 +58,11 @@ class Assessor:
         risk = risk_window or "risk_window" in facts
         findings: list[Finding] = []
         soon_signs: set[str] = set()
-        for flow, rule in self.rules:
+        reachable = set(self._always)
+        for fact in facts:
+            reachable.update(self._by_fact.get(fact, ()))
+        for i in sorted(reachable):
+            flow, rule = self.rules[i]
             matched = rule.when.matched(facts)
             if not matched:
                 continue
