@@ -132,6 +132,13 @@ _SPELLED_RE = re.compile(
     r"(?: point (?P<frac>(?:(?:" + "|".join(_DIGIT_WORDS) + r"|\d)\s?){1,2}))?\b")
 
 
+# "can he ...", "do i need ...": a question even without a question mark
+_AUXILIARIES = frozenset({"do", "does", "can", "could", "should", "is", "are", "will", "would",
+                          "am", "may", "shall"})
+_SUBJECTS = frozenset({"i", "we", "he", "she", "they", "you", "it", "my", "his", "her", "our",
+                       "their", "this", "that"})
+
+
 def _spelled_numbers(text: str) -> str:
     """Numbers written as words, as a reading is: "thirty eight point five" -> "38.5",
     "a hundred and one" is left alone but "ninety nine point five" -> "99.5"."""
@@ -317,7 +324,9 @@ class Reader:
         self._combine(reading)
         reading.caregiver = self._caregiver(tokens)
         reading.question = "?" in text or (
-            tokens[0] in self._question_starts and len(tokens) <= 8)
+            tokens[0] in self._question_starts and len(tokens) <= 8) or (
+            any(t in _AUXILIARIES and nxt in _SUBJECTS and (i == 0 or tokens[i - 1] in (
+                STRONG, WEAK)) for i, (t, nxt) in enumerate(zip(tokens, tokens[1:]))))
         return reading
 
     def _combine(self, reading: Reading) -> None:

@@ -8,6 +8,7 @@ lifecycle, and composes the reply from ``flows/messages.yaml``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ ACK_WORDS = {"ok", "okay", "k", "kk", "okk", "ok thanks", "ok thank you", "okay 
              "ok calling now", "calling now", "ok ty", "ok thx", "k thanks", "thanks will do"}
 AFTER_OUTCOME_WORDS = {"yes", "no", "no thanks", "nope", "yes thanks", "yep", "y", "n", "bye",
                        "goodbye", "thats all", "nothing else", "will call now", "calling"}
+# A question that names these asks whether to get urgent care: never answered "no need to call".
+URGENT_CARE_WORDS = {"er", "hospital", "911", "999", "ambulance", "emergency", "urgent",
+                     "urgently", "worry", "worried", "serious", "dangerous", "doctor", "gp"}
 # The texts that follow a red flag, or an URGENT or EMERGENCY outcome, within this many seconds
 # are the same episode for the care team (one dashboard row, one open escalation).
 EPISODE_AFTER_RED_FLAG_SECONDS = 3600
@@ -350,9 +354,11 @@ class Turn:
             return False
         well = any(f.concept in ("doing_well", "medicine_question") and not f.hypothetical
                    for f in reading.findings)
-        denied = any(f.negated and f.kind in ("sign", "red_flag") for f in reading.findings) or \
-            bool(set(reading.tokens) & {"no", "not", "hasnt", "havent", "isnt", "never"})
-        return well or (reading.question and denied)
+        # A question with no symptom in it ("can he use his normal toothbrush?"), unless it
+        # asks about urgent care ("should I take him to A&E?"): the nurse reads it either way.
+        urgent_care = bool(set(reading.tokens) & URGENT_CARE_WORDS) or bool(
+            re.search(r"\ba ?(?:&|and) ?e\b", reading.text.lower()))
+        return well or (reading.question and not urgent_care)
 
     def pick_from_menu(self, norm: str) -> str | None:
         toks = norm.split()
