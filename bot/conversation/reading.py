@@ -34,6 +34,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 from rapidfuzz import process
@@ -326,7 +327,7 @@ class Reader:
         reading.question = "?" in text or (
             tokens[0] in self._question_starts and len(tokens) <= 8) or (
             any(t in _AUXILIARIES and nxt in _SUBJECTS and (i == 0 or tokens[i - 1] in (
-                STRONG, WEAK)) for i, (t, nxt) in enumerate(zip(tokens, tokens[1:]))))
+                STRONG, WEAK)) for i, (t, nxt) in enumerate(pairwise(tokens))))
         return reading
 
     def _combine(self, reading: Reading) -> None:
