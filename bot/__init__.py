@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import redis
 from flask import Flask
 
 from . import config
@@ -23,7 +24,8 @@ from .flows import load_library
 from .rules_version import rules_version
 from .service import TriageService
 from .spool import Spool
-from .store import Store, embedded_redis_url
+from .store import RateLimit, Store, embedded_redis_url
+from .textcodec import Codec, build_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +256,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store = Store.from_url(app.config["REDIS_URL"],
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
                            dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600,
-                           socket_timeout=timeout, connect_timeout=timeout)
+                           socket_timeout=timeout, connect_timeout=timeout,
+                           codec=Codec(build_dictionary(app.config["FLOWS_DIR"])))
+    try:
+        store.publish_dictionary()  # other processes decode what this one writes
+    except redis.RedisError as exc:  # Redis not up yet: tried again by the first commit
+        log.warning("could not publish the text dictionary yet (%s)", type(exc).__name__)
     spool_dir = app.config.get("SPOOL_DIR") or str(Path(app.instance_path) / "spool")
     service = TriageService(store, library, engine,
                             abandon_after_seconds=app.config["ABANDON_AFTER_MINUTES"] * 60,
-                            spool=Spool(spool_dir))
+                            spool=Spool(spool_dir),
+                            rate_limit=RateLimit(app.config["RATE_LIMIT_TEXTS"],
+                                                 app.config["RATE_LIMIT_WINDOW_SECONDS"]),
+                            care_team=app.config["CARE_TEAM_NUMBER"])
     app.extensions["triage"] = service
 
     from flask import redirect, url_for
