@@ -8,11 +8,16 @@ one slot:
 * ``triage:{+1555...}:meta``  hash: ``v`` the session's version (bumped by every commit that
   writes the session: the optimistic check), ``rw``/``rn``/``rr`` the rate limit's window
   start, texts counted and whether its one reply went out, and ``d<hash of MessageSid>`` the
-  reply already given to each recent MessageSid (Twilio retries): ``<time base 36>|<state>\n``
-  + ``R<compressed reply>`` or ``N`` (no reply). Expires DEDUP_TTL after the last text; at most
-  DEDUP_CAP MessageSids (the oldest half dropped past it).
-* ``triage:{+1555...}:transcript``  stream of inbound and outbound texts, capped (compact
-  entries: ``d`` i/o, ``t`` plain or ``z`` compressed text; the time is the entry's id)
+  reply already given to each recent MessageSid (Twilio retries): ``<ms base 36>|R|<state>``
+  (the reply is the transcript's outbound text of that moment) or ``<ms>|N|<state>`` (none).
+  Expires DEDUP_TTL after the last text; at most DEDUP_CAP MessageSids (the oldest half
+  dropped past it).
+* ``triage:{+1555...}:texts``  list of inbound and outbound texts, the last TEXTS_MAX, kept
+  90 days after the last: ``<i|o|I|O><ms base 36>|<text>`` (capitals: compressed). A list,
+  not a stream: Redis 7 preallocates 4 KB (``stream-node-max-bytes``) for a stream's first
+  node, which alone was half of an idle patient's memory.
+* ``triage:{+1555...}:transcript``  the older stream of texts (``dir``, ``text``, ``at``):
+  read, merged by time; ``notify.text_patient`` still appends to it
 * ``triage:{+1555...}:profile``  hash, the care team's patient profile
 * ``triage:{+1555...}:optout``  set while the patient has opted out (STOP); no expiry
 
@@ -65,8 +70,9 @@ RECORDS = "triage:records"
 STATUS = "triage:status"
 INFLIGHT = "triage:inflight"
 OPTED_OUT_STATE = "opted_out"  # the engine's state after STOP
-TRANSCRIPT_MAX = 1000
+TRANSCRIPT_MAX = 1000  # the older transcript stream (notify.text_patient still appends there)
 TRANSCRIPT_TTL = 90 * 24 * 3600
+TEXTS_MAX = 500  # texts kept per patient in Redis (the dashboard shows at most the last 300)
 
 
 def session_key(phone: str) -> str:
@@ -313,16 +319,32 @@ def _answers(url: str) -> bool:
 
 # Round trip 1 of a message: everything it needs, as one atomic snapshot (a script, so the
 # session and its version cannot come from two different moments).
-# KEYS: session, meta, opt-out flag, profile, the pre-issue-9 dedup key of this MessageSid
+# KEYS: session, meta, opt-out flag, profile, the pre-issue-9 dedup key of this MessageSid,
+#       texts
 # ARGV: the MessageSid's field in meta ('' when there is none)
 _READ = """
 local field = ARGV[1]
 local m = redis.call('HMGET', KEYS[2], 'v', 'rw', 'rn', 'rr', field ~= '' and field or 'v')
-local legacy = false
-if field ~= '' and not m[5] then legacy = redis.call('GET', KEYS[5]) end
+local cached, reply, legacy = false, false, false
+if field ~= '' then
+  cached = m[5]
+  if not cached then legacy = redis.call('GET', KEYS[5]) end
+end
+if cached then
+  -- the reply given is the transcript's outbound text of that message (same time stamp)
+  local stamp, kind = string.match(cached, '^(%w+)|(%a)|')
+  if kind == 'R' then
+    local texts = redis.call('LRANGE', KEYS[6], 0, -1)
+    for k = #texts, 1, -1 do
+      local head = string.sub(texts[k], 2, #stamp + 2)
+      local dir = string.sub(texts[k], 1, 1)
+      if head == stamp .. '|' and (dir == 'O' or dir == 'o') then reply = texts[k]; break end
+    end
+  end
+end
 return {redis.call('GET', KEYS[1]) or false, m[1] or false, m[2] or false, m[3] or false,
-        m[4] or false, field ~= '' and m[5] or false, legacy,
-        redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+        m[4] or false, cached, legacy, redis.call('EXISTS', KEYS[3]),
+        redis.call('HGETALL', KEYS[4]), reply}
 """
 
 # Round trip 2: the commit, all of it or nothing (a script runs atomically, and a crash of the
@@ -335,7 +357,7 @@ return {redis.call('GET', KEYS[1]) or false, m[1] or false, m[2] or false, m[3] 
 #   session ttl ('0' = keep the ttl), opt-out ('s' set, 'd' delete, '' leave), now (seconds),
 #   dedup field ('' none), dedup value, meta ttl, rate window seconds ('' = do not count),
 #   mark the throttle reply sent ('1'/''), transcript max length, transcript ttl,
-#   transcript entries n, then n x (dir, field, value), in-flight ('a' add, 'r' remove, ''),
+#   transcript entries n, then n entries, in-flight ('a' add, 'r' remove, ''),
 #   phone, dedup cap, records n, then n x (record JSON, status)
 _COMMIT = """
 local i = 0
@@ -366,21 +388,13 @@ if window ~= '' then
 end
 if mark == '1' then redis.call('HSET', KEYS[2], 'rr', 1) end
 local n = tonumber(arg())
-local ms = string.format('%d', math.floor(tonumber(now) * 1000 + 0.5))
-local last = false
-for _ = 1, n do
-  local dir, field, value = arg(), arg(), arg()
-  -- the entry's id carries its time (no 'a' field) unless the stream already holds a later
-  -- id (a message replayed from the outage spool): then '*' and the time in 'a'
-  local ok, id = pcall(redis.call, 'XADD', KEYS[3], 'MAXLEN', '~', maxlen, ms .. '-*',
-                       'd', dir, field, value)
-  if not ok then
-    id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'd', dir, field, value,
-                    'a', string.format('%.3f', tonumber(now)))
-  end
-  last = id
+if n > 0 then
+  local texts = {}
+  for k = 1, n do texts[k] = arg() end
+  redis.call('RPUSH', KEYS[3], unpack(texts))
+  redis.call('LTRIM', KEYS[3], -tonumber(maxlen), -1)
+  redis.call('EXPIRE', KEYS[3], tttl)
 end
-if n > 0 then redis.call('EXPIRE', KEYS[3], tttl) end
 local inflight, phone, cap = arg(), arg(), tonumber(arg())
 if inflight == 'a' then redis.call('ZADD', KEYS[5], now, phone)
 elseif inflight == 'r' then redis.call('ZREM', KEYS[5], phone) end
@@ -430,6 +444,15 @@ def _base36(n: int) -> str:
         out = _B36[d] + out
         if not n:
             return out
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def texts_key(phone: str) -> str:
+    return f"triage:{{{phone}}}:texts"
 
 
 def meta_key(phone: str) -> str:
@@ -548,12 +571,12 @@ class Store:
         reply and the rate-limit window, atomically."""
         dfield = dedup_field(sid) if sid else ""
         legacy = dedup_key(phone, sid) if sid else session_key(phone)
-        (raw, version, rw, rn, rr, cached, old, opted, prof) = self._read(
+        (raw, version, rw, rn, rr, cached, old, opted, prof, reply) = self._read(
             keys=[session_key(phone), meta_key(phone), optout_key(phone), profile_key(phone),
-                  legacy], args=[dfield])
+                  legacy, texts_key(phone)], args=[dfield])
         hit = None
         if cached:
-            hit = self._cached(cached)
+            hit = self._cached(cached, reply)
         elif old:  # a dedup key written before issue 9 (until it expires)
             hit = Saved(json.loads(old)["reply"], True, [])
         session = self._session_of(raw)
@@ -570,11 +593,20 @@ class Store:
             window_start=start, throttle_replied=bool(in_window and rr == b"1"),
             opted_out=bool(opted))
 
-    def _cached(self, value: bytes) -> Saved:
-        head, _, payload = value.partition(b"\n")
-        state = head.partition(b"|")[2].decode() or None
-        reply = self._text(payload[1:]) if payload[:1] == b"R" else None
-        return Saved(reply, True, [], state=state)
+    def _cached(self, value: bytes, entry: bytes | None) -> Saved:
+        """A MessageSid already answered: ``<ms base 36>|<R|N>|<state>`` and the transcript's
+        outbound entry of that moment (None if it was trimmed away since: more than
+        TEXTS_MAX newer texts within DEDUP_TTL; the retry then gets no text, the message is
+        still not run twice)."""
+        _, kind, state = value.decode().split("|", 2)
+        reply = None
+        if kind == "R":
+            if entry is None:
+                log.warning("a retried MessageSid's reply is no longer in the transcript")
+            else:
+                rest = entry.partition(b"|")[2]
+                reply = self._text(rest) if entry[:1] == b"O" else rest.decode()
+        return Saved(reply, True, [], state=state or None)
 
     def commit(self, phone: str, sid: str | None, snap: Snapshot | None, result: Any,
                inbound: str | None, now: float, *, limit: RateLimit | None = None,
@@ -595,16 +627,16 @@ class Store:
         opt = ""
         if not throttled:
             opt = "s" if state == OPTED_OUT_STATE else ("d" if session else "")
-        dvalue = b""
+        ms36 = _base36(round(now * 1000))
+        dvalue = ""
         if sid:
-            dvalue = (f"{_base36(int(now))}|{state or ''}\n".encode() +
-                      (b"R" + self.codec.encode(result.reply) if result.reply is not None
-                       else b"N"))
-        entries: list[bytes | str] = []
+            dvalue = f"{ms36}|{'N' if result.reply is None else 'R'}|{state or ''}"
+        entries: list[bytes] = []
+        stamp = ms36.encode() + b"|"
         if inbound is not None:
-            entries += ["i", "t", inbound]
+            entries.append(b"i" + stamp + inbound.encode())
         if result.reply is not None:
-            entries += ["o", "z", self.codec.encode(result.reply)]
+            entries.append(b"O" + stamp + self.codec.encode(result.reply))
         records = [] if throttled else result.records
         rec_args: list[bytes | str] = []
         for record in records:
@@ -620,12 +652,12 @@ class Store:
             max(self.dedup_ttl, limit.window_seconds if limit else 0, 1),
             str(limit.window_seconds) if limit and inbound is not None else "",
             "1" if throttled and result.reply is not None else "",
-            TRANSCRIPT_MAX, TRANSCRIPT_TTL, len(entries) // 3, *entries,
+            TEXTS_MAX, TRANSCRIPT_TTL, len(entries), *entries,
             inflight, phone, DEDUP_CAP, len(records), *rec_args]
         if not self._published:
             self.publish_dictionary()  # Redis was down at start-up: once, before the first
         done = self._commit(
-            [session_key(phone), meta_key(phone), transcript_key(phone), optout_key(phone),
+            [session_key(phone), meta_key(phone), texts_key(phone), optout_key(phone),
              INFLIGHT, RECORDS, STATUS], args)
         if done[0] == b"conflict":
             return None
@@ -711,25 +743,37 @@ class Store:
 
     def transcript(self, phone: str, start: str = "-", end: str = "+", count: int = 500
                    ) -> list[dict[str, Any]]:
-        """The patient's texts, oldest first: ``{"id", "dir": "in"|"out", "text", "at"}``.
-        Entries are stored compactly (``d`` i/o, ``t`` plain or ``z`` compressed text, the time
-        in the entry's id unless ``a`` says otherwise); entries in the older long form
-        (``dir``, ``text``, ``at``: ``notify.text_patient``, data from before) read the same."""
-        out = []
-        for mid, fields in self.raw.xrange(transcript_key(phone), min=start, max=end,
-                                           count=count):
-            rid = mid.decode()
-            f = {k.decode(): v for k, v in fields.items()}
-            if "d" in f:
-                direction = "in" if f["d"] == b"i" else "out"
-                text = self._text(f["z"]) if "z" in f else f.get("t", b"").decode()
-                at = f["a"].decode() if "a" in f else f"{int(rid.split('-')[0]) / 1000:.3f}"
-            else:
-                direction = f.get("dir", b"").decode()
-                text = f.get("text", b"").decode()
-                at = f.get("at", b"").decode()
-            out.append({"id": rid, "dir": direction, "text": text, "at": at})
-        return out
+        """The patient's texts, oldest first, at most ``count``:
+        ``{"id", "dir": "in"|"out", "text", "at"}`` (``id`` is ``<ms>-<n>``; ``start`` and
+        ``end`` bound it, as stream ids would). Read from the compact list the hot path
+        writes and from the older stream (``notify.text_patient``'s texts, data from before
+        issue 9), merged by time."""
+        pipe = self.raw.pipeline(transaction=False)
+        pipe.lrange(texts_key(phone), 0, -1)
+        pipe.xrange(transcript_key(phone))
+        texts, stream = pipe.execute()
+        out: list[tuple[float, int, dict[str, Any]]] = []
+        for n, value in enumerate(texts):
+            kind, _, rest = value.partition(b"|")
+            ms = int(kind[1:].decode(), 36)
+            body = self._text(rest) if kind[:1] in (b"I", b"O") else rest.decode(
+                "utf-8", errors="replace")
+            out.append((ms, n, {"id": f"{ms}-{n}", "dir": "in" if kind[:1] in (b"i", b"I")
+                                else "out", "text": body, "at": f"{ms / 1000:.3f}"}))
+        for n, (mid, fields) in enumerate(stream):
+            f = {k.decode(): v.decode("utf-8", errors="replace") for k, v in fields.items()}
+            try:
+                ms = round(float(f.get("at", "")) * 1000)
+            except ValueError:
+                ms = int(mid.split(b"-")[0])
+            out.append((ms, n, {"id": mid.decode(), "dir": f.get("dir", ""),
+                                "text": f.get("text", ""), "at": f.get("at", "")}))
+        out.sort(key=lambda x: (x[0], x[1]))
+        lo = _id_key(start) if start != "-" else None
+        hi = _id_key(end) if end != "+" else None
+        picked = [e for _, _, e in out if (lo is None or _id_key(e["id"]) >= lo)
+                  and (hi is None or _id_key(e["id"]) <= hi)]
+        return picked[:count]
 
     def profile(self, phone: str) -> dict[str, str]:
         return self.r.hgetall(profile_key(phone))
