@@ -355,7 +355,8 @@ return {redis.call('GET', KEYS[1]) or false, m[1] or false, m[2] or false, m[3] 
 #       7 records status hash
 # ARGV (read in order): expected version ('' = do not check), session body ('' = leave it),
 #   session ttl ('0' = keep the ttl), opt-out ('s' set, 'd' delete, '' leave), now (seconds),
-#   dedup field ('' none), dedup value, meta ttl, rate window seconds ('' = do not count),
+#   dedup field ('' none), dedup value, meta ttl, rate limit ('new' a new window, '+' count
+#   in the current one, '' do not count),
 #   mark the throttle reply sent ('1'/''), transcript max length, transcript ttl,
 #   transcript entries n, then n entries, in-flight ('a' add, 'r' remove, ''),
 #   phone, dedup cap, records n, then n x (record JSON, status)
@@ -377,14 +378,11 @@ end
 if opt == 's' then redis.call('SET', KEYS[4], string.format('%d', math.floor(tonumber(now))))
 elseif opt == 'd' then redis.call('DEL', KEYS[4]) end
 if dfield ~= '' then redis.call('HSET', KEYS[2], dfield, dvalue) end
-if window ~= '' then
-  local t = tonumber(now)
-  local rw = tonumber(redis.call('HGET', KEYS[2], 'rw') or '0')
-  if t - rw >= tonumber(window) then
-    redis.call('HSET', KEYS[2], 'rw', string.format('%d', math.floor(t)), 'rn', 1, 'rr', 0)
-  else
-    redis.call('HINCRBY', KEYS[2], 'rn', 1)
-  end
+if window == 'new' then  -- the first text after the last window ended opens a new one
+  redis.call('HSET', KEYS[2], 'rw', string.format('%d', math.floor(tonumber(now))), 'rn', 1,
+             'rr', 0)
+elseif window ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'rn', 1)
 end
 if mark == '1' then redis.call('HSET', KEYS[2], 'rr', 1) end
 local n = tonumber(arg())
@@ -625,8 +623,10 @@ class Store:
         if session and not throttled:
             body = self.codec.encode(json.dumps(session, separators=(",", ":")))
         opt = ""
-        if not throttled:
-            opt = "s" if state == OPTED_OUT_STATE else ("d" if session else "")
+        if not throttled and state == OPTED_OUT_STATE:
+            opt = "s"
+        elif not throttled and session and (snap is None or snap.opted_out):
+            opt = "d"
         ms36 = _base36(round(now * 1000))
         dvalue = ""
         if sid:
@@ -650,7 +650,8 @@ class Store:
             0 if inbound is None else self.session_ttl, opt, f"{now:.3f}",
             dedup_field(sid) if sid else "", dvalue,
             max(self.dedup_ttl, limit.window_seconds if limit else 0, 1),
-            str(limit.window_seconds) if limit and inbound is not None else "",
+            "" if limit is None or inbound is None else (
+                "+" if snap is not None and snap.texts_in_window else "new"),
             "1" if throttled and result.reply is not None else "",
             TEXTS_MAX, TRANSCRIPT_TTL, len(entries), *entries,
             inflight, phone, DEDUP_CAP, len(records), *rec_args]
