@@ -512,7 +512,12 @@ class Store:
         benchmark swap ``store.r`` for a counting client: the twin follows)."""
         self._r = client
         pool = client.connection_pool
-        kwargs = {**pool.connection_kwargs, "decode_responses": False}
+        # RESP2 for the twin: redis-py 8 speaks RESP3 by default, whose pure-Python parser
+        # made each script call cost 0.23 ms instead of 0.09 ms (measured on loopback); the
+        # twin only runs this module's scripts and reads, whose replies are the same in both.
+        kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                  if not k.startswith(("maint_", "orig_", "himport", "oss_"))}  # RESP3-only
+        kwargs.update(decode_responses=False, protocol=2)
         self.raw = redis.Redis(connection_pool=type(pool)(
             connection_class=pool.connection_class, **kwargs))
         self._read = self.raw.register_script(_READ)
