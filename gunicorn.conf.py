@@ -7,6 +7,13 @@ would repeat the previous page's URL (a search, a patient's page)."""
 
 bind = "0.0.0.0:8000"
 workers = 3
+# Build the app once, in the master, and fork the workers from it (issue 9, start-up): the
+# clinical rules are loaded and the reader's patterns compiled once instead of once per
+# worker on the same cores, and a worker that dies is replaced in milliseconds. Nothing
+# opened before the fork is used after it: redis-py replaces its connections in a process
+# whose pid changed, the spool opens its file per text, the breaker and the replay lock are
+# per-process objects with nothing held at fork time.
+preload_app = True
 # No runtime control socket (gunicorn >= 24 opens one under ~/.gunicorn): one less local
 # channel into the service; restart the container to change anything.
 control_socket_disable = True

@@ -19,6 +19,7 @@ import redis
 from flask import Flask
 
 from . import config
+from .conversation import reading
 from .engine import Engine
 from .flows import load_library
 from .rules_version import rules_version
@@ -238,6 +239,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         raise RuntimeError(f"settings missing: {', '.join(missing)} (see .env.example)")
     app.secret_key = app.config["SECRET_KEY"]
 
+    # The reader's compiled patterns are kept in the instance folder for the next process
+    # (bot/conversation/reading.py: start-up, issue 9).
+    reading.PATTERN_CACHE_DIR = app.instance_path
     # The rules' version is taken from the same files the library is loaded from: hashed
     # before and after loading, so an edit saved mid-start cannot be stamped with the wrong one.
     version = rules_version(app.config["FLOWS_DIR"])
