@@ -89,7 +89,9 @@ class TriageService:
             snap = self.store.read(phone, sid, now, self.rate_limit)
             if snap.cached is not None:
                 return snap.cached
-            if self._throttle(snap, body):
+            # texts replayed from the outage spool each get their engine turn (they were
+            # received, and answered with the fallback, while nothing could be counted)
+            if not during_outage and self._throttle(snap, body):
                 saved = self.store.commit(phone, sid, snap, self._throttled(snap), inbound, now,
                                           limit=self.rate_limit, throttled=True)
                 if saved is not None:
