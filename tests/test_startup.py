@@ -32,7 +32,7 @@ def same(a: reading.Reading, b: reading.Reading) -> bool:
 def test_a_reader_from_the_pattern_file_reads_the_corpus_exactly_as_re_compile(
         monkeypatch: Any, tmp_path: Path) -> None:
     plain = fresh_reader(monkeypatch, None)
-    fresh_reader(monkeypatch, tmp_path)  # writes the file
+    cold = fresh_reader(monkeypatch, tmp_path)  # compiles the programs, writes the file
     files = list(tmp_path.glob("reader-patterns-*.json"))
     assert len(files) == 1
     loaded_from_file: list[Any] = []
@@ -52,7 +52,8 @@ def test_a_reader_from_the_pattern_file_reads_the_corpus_exactly_as_re_compile(
     texts = [item["text"] for item in load(ROOT / "tests" / "corpus")]
     assert len(texts) >= 400
     for text in texts:
-        assert same(plain.read(text), cached.read(text)), text
+        expected = plain.read(text)
+        assert same(expected, cached.read(text)) and same(expected, cold.read(text)), text
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
@@ -69,10 +70,18 @@ def test_a_damaged_pattern_file_is_not_used(monkeypatch: Any, tmp_path: Path,
         raw[:] = b"not a cache"
     path.write_bytes(bytes(raw))
     assert reading._load_cached(path) == {}
-    used: list[str] = []
-    monkeypatch.setattr(reading, "_from_program", lambda e: used.append(e[0]))
+    compiled: list[str] = []
+    real = reading._program
+
+    def spy(rx: str) -> Any:
+        compiled.append(rx)
+        return real(rx)
+
+    monkeypatch.setattr(reading, "_program", spy)
     reader = fresh_reader(monkeypatch, tmp_path)
-    assert used == []  # compiled by re.compile, and the file written again
+    # nothing taken from the damaged file: every pattern compiled again, the file rewritten
+    assert len(compiled) == len(reader._patterns) + sum(
+        1 for _, _, nx in reader._patterns if nx is not None)
     assert reader.read("I cant breathe").current("red_flag")
     assert len(reading._load_cached(path)) > 100
 

@@ -284,16 +284,14 @@ class _PatternBuild:
         entry = self.cached.get(rx)
         try:
             if entry is None or entry[0] != rx:
-                raise KeyError(rx)
+                if self.path is None:
+                    raise KeyError(rx)
+                self.missed = True
+                entry = _program(rx)  # compiled once, here, then kept in the file
             pattern = _from_program(entry)
-        except Exception:  # not cached, or anything unexpected: the normal way
+        except Exception:  # no file, or anything unexpected: the normal way
             pattern = re.compile(rx)
-            self.missed = True
-            if self.path is not None:
-                try:
-                    entry = _program(rx)
-                except Exception:
-                    entry = None
+            entry = None
         if entry is not None:
             self.used[rx] = entry
         _compiled[rx] = (pattern, entry)
