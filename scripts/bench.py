@@ -343,6 +343,11 @@ def per_message(redis_url: str, folder: Path, conversations: int) -> dict[str, A
     trips, commands = Counting.trips / sent, delta(commandstats(plain), before) / sent
     keys = [k for phone in phones[:20] for k in plain.scan_iter(match=f"*{{{phone}}}*")]
     mem = sum(plain.memory_usage(k, samples=0) or 0 for k in keys) / min(20, len(phones))
+    parts: dict[str, float] = {}
+    for k in keys:  # by kind of key (the part after the hash tag): session, texts, meta, ...
+        kind = k.rsplit("}:", 1)[-1].split(":", 1)[0]
+        parts[kind] = parts.get(kind, 0) + (plain.memory_usage(k, samples=0) or 0) / min(
+            20, len(phones))
     # the baseline, the same way
     os.environ.update({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDIS_URL": redis_url,
                        "PUBLIC_BASE_URL": BASE_URL})
@@ -355,7 +360,7 @@ def per_message(redis_url: str, folder: Path, conversations: int) -> dict[str, A
     Counting.trips = 0
     for step, body in enumerate(CONVERSATION):
         assert signed(base, "+15559900000", body, f"SMb{step:02d}").status_code == 200
-    return {"trips": trips, "commands": commands, "patient_bytes": mem,
+    return {"trips": trips, "commands": commands, "patient_bytes": mem, "patient_parts": parts,
             "keys_per_patient": len(keys) / min(20, len(phones)),
             "baseline_trips": Counting.trips / len(CONVERSATION), "last_reply": last}
 
@@ -592,7 +597,9 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
                   f"{statistics.median(starts['service']) * 1000:.0f} ms",
                   "median of rounds"))
     lines.append(("Redis per idle patient", "", f"{msg['patient_bytes'] / 1024:.1f} KB",
-                  f"{msg['keys_per_patient']:.0f} keys"))
+                  f"{msg['keys_per_patient']:.0f} keys: " + ", ".join(
+                      f"{k} {v:.0f} B" for k, v in sorted(msg["patient_parts"].items(),
+                                                          key=lambda kv: -kv[1]))))
     if mem:
         lines.append(("Redis per record", "", f"{mem['record']:.0f} B",
                       f"+ {mem['index']:.0f} B of indexes"))
