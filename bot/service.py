@@ -95,9 +95,11 @@ class TriageService:
                 saved = self.store.commit(phone, sid, snap, self._throttled(snap), inbound, now,
                                           limit=self.rate_limit, throttled=True)
                 if saved is not None:
-                    log.warning("rate limit: %s texts from %s in %s s, no engine turn",
-                                snap.texts_in_window + 1, mask_phone(phone),
-                                self.rate_limit.window_seconds if self.rate_limit else 0)
+                    # once a window at WARNING (when the notice goes out), then quietly
+                    log.log(logging.WARNING if saved.reply else logging.DEBUG,
+                            "rate limit: %s texts from %s in %s s, no engine turn",
+                            snap.texts_in_window + 1, mask_phone(phone),
+                            self.rate_limit.window_seconds if self.rate_limit else 0)
                     return saved
                 continue
             context = self._context_from(snap.profile, now)

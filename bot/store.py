@@ -333,7 +333,7 @@ end
 if cached then
   -- the reply given is the transcript's outbound text of that message (same time stamp)
   local stamp, kind = string.match(cached, '^(%w+)|(%a)|')
-  if kind == 'R' then
+  if stamp and kind == 'R' then
     local texts = redis.call('LRANGE', KEYS[6], 0, -1)
     for k = #texts, 1, -1 do
       local head = string.sub(texts[k], 2, #stamp + 2)

@@ -104,7 +104,7 @@ def test_a_commit_after_another_message_of_the_patient_is_refused_and_the_step_r
     store: Store = app.extensions["triage"].store
     svc = app.extensions["triage"]
     phone.send("fever")
-    now = time.time()
+    now = time.time() + 60  # after the texts sent below in real time (the transcript's order)
     stale = store.read(phone.number, "SMa", now)
     phone.send("no")  # another message of the same patient commits meanwhile
     result = svc.engine.handle(stale.session, "yes", now=now, phone=phone.number,
