@@ -788,6 +788,18 @@ class Store:
         return list(self.r.zrangebyscore(INFLIGHT, "-inf", older_than))
 
 
+def append_sent_text(r: redis.Redis, phone: str, body: str, now: float) -> None:
+    """A text the service sent outside a message's commit (a follow-up, ``notify``) into the
+    patient's compact transcript, as a plain ``o`` entry (the dashboard reads it like the
+    others). One round trip."""
+    key = texts_key(phone)
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(key, f"o{_base36(round(now * 1000))}|{body}")
+    pipe.ltrim(key, -TEXTS_MAX, -1)
+    pipe.expire(key, TRANSCRIPT_TTL)
+    pipe.execute()
+
+
 def default_instance_path() -> str:
     return os.environ.get("INSTANCE_PATH", str(Path(__file__).resolve().parent.parent /
                                                "instance"))

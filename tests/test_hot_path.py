@@ -16,6 +16,7 @@ from bot.store import (
     RECORDS,
     RateLimit,
     Store,
+    append_sent_text,
     dedup_key,
     meta_key,
     texts_key,
@@ -253,3 +254,14 @@ def test_the_dedup_entries_of_a_number_are_capped(app: Any, phone: Phone) -> Non
                           now=t0 + 999).duplicate
     assert svc.store.r.xlen(RECORDS) == 0
     assert svc.store.r.llen(texts_key(phone.number)) == 2 * (DEDUP_CAP + 10)
+
+
+def test_a_text_sent_outside_a_message_joins_the_compact_transcript(app: Any,
+                                                                    phone: Phone) -> None:
+    store: Store = app.extensions["triage"].store
+    phone.send("fever")
+    append_sent_text(store.r, phone.number, "How is the fever now? Reply 1, 2 or 3.",
+                     time.time() + 1)
+    texts = store.transcript(phone.number)
+    assert [t["dir"] for t in texts] == ["in", "out", "out"]
+    assert texts[-1]["text"] == "How is the fever now? Reply 1, 2 or 3."
