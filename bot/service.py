@@ -135,9 +135,8 @@ class TriageService:
         state = (snap.session or {}).get("state") or ""
         if state and self.engine.question_at(state) is not None:
             return False
-        words = body.strip().lower().split()
-        if words and words[0] in CARRIER_KEYWORDS:
-            return False
+        if " ".join(body.lower().split()).strip(" .!") in CARRIER_KEYWORDS:
+            return False  # the whole text is the keyword, as carriers match it
         reading = self.engine.read(body)
         return not any(f.concept in self._red_flag_ids for f in reading.current("red_flag"))
 
