@@ -212,8 +212,9 @@ def wrk(port: int, folder: Path, seconds: float) -> dict[str, Any]:
     script = folder / "bench.lua"
     script.write_text(LUA)
     out = subprocess.run(
-        ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{max(1, round(seconds))}s", "-s",
-         str(script), f"http://127.0.0.1:{port}/sms", "--", str(folder)],
+        ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d",
+         f"{max(1, round(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}/sms",
+         "--", str(folder)],
         capture_output=True, text=True, check=True, timeout=seconds + 120)
     line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
     res = json.loads(line)
