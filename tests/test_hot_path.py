@@ -265,3 +265,22 @@ def test_a_text_sent_outside_a_message_joins_the_compact_transcript(app: Any,
     texts = store.transcript(phone.number)
     assert [t["dir"] for t in texts] == ["in", "out", "out"]
     assert texts[-1]["text"] == "How is the fever now? Reply 1, 2 or 3."
+
+
+def test_a_retried_message_gives_the_same_reply_and_state_and_counts_once(app: Any,
+                                                                          phone: Phone) -> None:
+    svc = app.extensions["triage"]
+    t0 = time.time()
+    first = svc.handle_sms(phone.number, "SMr1", "fever", now=t0)
+    again = svc.handle_sms(phone.number, "SMr1", "fever", now=t0 + 5)
+    assert again.duplicate and again.reply == first.reply
+    assert again.state == first.state == "fever:danger_signs"
+    assert svc.store.raw.hget(meta_key(phone.number), "rn") == b"1"  # counted once
+    # a throttled text's retry: the same (empty) answer, no second notice
+    saved = [svc.handle_sms(phone.number, f"SMq{i}", "hello", now=t0 + 10 + i)
+             for i in range(40)]
+    assert saved[-1].throttled and saved[-1].reply is None
+    quiet = svc.handle_sms(phone.number, "SMq39", "hello", now=t0 + 60)
+    assert quiet.duplicate and quiet.reply is None
+    count = svc.store.raw.hget(meta_key(phone.number), "rn")
+    assert count == b"41"  # the retry was not counted
