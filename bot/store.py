@@ -431,6 +431,7 @@ redis.call('HSET', KEYS[2], id, ARGV[2])
 return id
 """
 
+UNREADABLE = "[unreadable: text dictionary missing]"
 DEDUP_CAP = 48  # MessageSids kept per patient (the oldest half dropped past it), within the TTL
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -561,11 +562,18 @@ class Store:
             if zdict is None or self.codec.learn(zdict) != dict_id:
                 log.error("text dictionary %s missing from Redis: a stored text is unreadable",
                           dict_id.hex())
-                return "[unreadable: text dictionary missing]"
+                return UNREADABLE
         return self.codec.decode(blob)
 
     def _session_of(self, raw: bytes | str | None) -> dict[str, Any] | None:
-        return json.loads(self._text(raw)) if raw else None
+        if not raw:
+            return None
+        text = self._text(raw)
+        if text == UNREADABLE:
+            # the dictionary it was written with is gone: a fresh conversation (the patient's
+            # records and transcript are kept) rather than the fallback for every text
+            return None
+        return json.loads(text)
 
     # -- the per-message transaction, in two round trips
     def read(self, phone: str, sid: str | None, now: float,
@@ -639,7 +647,7 @@ class Store:
         entries: list[bytes] = []
         stamp = ms36.encode() + b"|"
         if inbound is not None:
-            entries.append(b"i" + stamp + inbound.encode())
+            entries.append(b"i" + stamp + inbound.encode(errors="replace"))
         if result.reply is not None:
             entries.append(b"O" + stamp + self.codec.encode(result.reply))
         records = [] if throttled else result.records

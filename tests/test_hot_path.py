@@ -284,3 +284,19 @@ def test_a_retried_message_gives_the_same_reply_and_state_and_counts_once(app: A
     assert quiet.duplicate and quiet.reply is None
     count = svc.store.raw.hget(meta_key(phone.number), "rn")
     assert count == b"41"  # the retry was not counted
+
+
+def test_a_lost_dictionary_costs_the_conversation_not_the_line(app: Any, phone: Phone,
+                                                               tmp_path: Any) -> None:
+    from bot.textcodec import dict_key
+
+    store: Store = app.extensions["triage"].store
+    phone.send("fever")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "m.yaml").write_text("a: some other sentence of the clinical rules\n")
+    other = Store(store.r, session_ttl=60, dedup_ttl=60,
+                  codec=Codec(build_dictionary(tmp_path / "flows")))
+    store.raw.delete(dict_key(store.codec.id))  # gone from Redis, unknown to this process
+    assert other.session(phone.number) is None  # a fresh conversation, not an error
+    assert other.transcript(phone.number)[1]["text"].startswith("[unreadable")
+    assert other.transcript(phone.number)[0]["text"] == "fever"  # the patient's own words
