@@ -26,7 +26,7 @@ from .rules_version import rules_version
 from .service import TriageService
 from .spool import Spool
 from .store import RateLimit, Store, embedded_redis_url
-from .textcodec import Codec, build_dictionary
+from .textcodec import Codec, cached_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
                            dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600,
                            socket_timeout=timeout, connect_timeout=timeout,
-                           codec=Codec(build_dictionary(app.config["FLOWS_DIR"])))
+                           codec=Codec(cached_dictionary(app.config["FLOWS_DIR"], version,
+                                                         app.instance_path)))
     try:
         store.publish_dictionary()  # other processes decode what this one writes
     except redis.RedisError as exc:  # Redis not up yet: tried again by the first commit

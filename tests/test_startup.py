@@ -92,3 +92,18 @@ def test_gunicorn_builds_the_app_once_before_forking() -> None:
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
     assert conf.preload_app is True
+
+
+def test_the_text_dictionary_is_kept_per_rules_version(tmp_path: Path) -> None:
+    from bot.rules_version import rules_version
+    from bot.textcodec import build_dictionary, cached_dictionary
+
+    flows = ROOT / "flows"
+    built = build_dictionary(flows)
+    assert cached_dictionary(flows, rules_version(flows), tmp_path) == built
+    [path] = tmp_path.glob("text-dictionary-*.bin")
+    assert cached_dictionary(flows, rules_version(flows), tmp_path) == built  # from the file
+    path.write_bytes(path.read_bytes()[:-1] + b"?")  # damaged: built again, not used
+    assert cached_dictionary(flows, rules_version(flows), tmp_path) == built
+    assert cached_dictionary(flows, "other+00000000", tmp_path) == built  # its own file
+    assert len(list(tmp_path.glob("text-dictionary-*.bin"))) == 2
