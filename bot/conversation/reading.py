@@ -167,14 +167,21 @@ def _alt_regex(alt: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=16)
+def _gap_guard(no_gap_words: frozenset[str]) -> str:
+    """The lookahead that keeps a gap off the no-gap words: the same for every wording of a
+    language, so built once (it was rebuilt for each of ~800 wordings at start-up)."""
+    banned = "|".join(re.escape(w) for w in sorted(no_gap_words))
+    return rf"(?!(?:{banned}) )" if banned else ""
+
+
 def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
     """A wording as a regex over space-joined tokens. ``~N`` (N words, default 3; ``~0``
     none) separates slots; inside a slot ``|`` separates alternatives, each one or more words
     (``cant|cannot ~0 breath*``, ``throat ~3 swollen|closing up``); ``word*`` allows any
     ending. A gap never holds a clause boundary, nor any of ``no_gap_words`` (negations and
     clause breaks: "cough, no blood" is not "cough ~3 blood")."""
-    banned = "|".join(re.escape(w) for w in sorted(no_gap_words))
-    guard = rf"(?!(?:{banned}) )" if banned else ""
+    guard = _gap_guard(frozenset(no_gap_words))
     text = wording.lower().replace("'", "").strip()
     out = ""
     for part in re.split(r"\s*(~\d*)\s*", text):
