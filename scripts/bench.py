@@ -515,8 +515,16 @@ def main() -> None:
                     help="service req/s with these gunicorn worker counts ('' to skip)")
     ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                     help="the load tool (auto: wrk when installed, else the Python one)")
+    ap.add_argument("--startup-only", type=int, default=0, metavar="N",
+                    help="only start-up: N interleaved starts of each server, then medians")
+    ap.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                    help="with --startup-only: also start wsgi:app from this other checkout "
+                         "(e.g. `git archive <commit> | tar -x -C DIR`), interleaved")
     args = ap.parse_args()
     LOAD["tool"] = args.load
+    if args.startup_only:
+        print(startup_only(args.startup_only, args.compare))
+        return
     if args.smoke:
         args.rounds, args.seconds, args.numbers = 1, 1, 40
         args.sizes, args.workers_scan = "1000", ""
@@ -531,6 +539,39 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             print(f"bench: failed; server logs are in {folder}", file=sys.stderr)
+
+
+def startup_only(n: int, other: Path | None) -> str:
+    """Start-up alone: the baseline, the service (and the service of another checkout),
+    started in turn ``n`` times each against one redis-server, each from exec to the first
+    200 from /healthz. Each server keeps its instance folder between its starts, as a
+    deployment does (the first start of the service builds the reader's pattern file)."""
+    global ROOT
+    here = ROOT
+    runs = [("baseline", here, "bench_baseline:app"), ("service", here, "wsgi:app")]
+    if other is not None:
+        runs.append((f"service at {other}", other.resolve(), "wsgi:app"))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    folder = Path(tempfile.mkdtemp(prefix="triage-startup-"))
+    try:
+        with redis_server(folder / "redis") as url:
+            for _ in range(n):
+                for i, (name, root, app) in enumerate(runs):
+                    ROOT = root
+                    try:
+                        env = service_env(url, folder / f"s{i}")
+                        with gunicorn(app, env, folder / f"s{i}.log") as (_, started):
+                            times[name].append(started * 1000)
+                    finally:
+                        ROOT = here
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [f"start-up to first /healthz, {n} interleaved starts each (ms):"]
+    for name, t in times.items():
+        lines.append(f"  {name}: median {statistics.median(t):.0f}, median of the starts "
+                     f"after the first {statistics.median(t[1:] or t):.0f}, all "
+                     + " ".join(f"{x:.0f}" for x in t))
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, folder: Path) -> str:
