@@ -14,16 +14,19 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import redis
 from flask import Flask
 
 from . import config
+from .conversation import reading
 from .conversation.engine import Engine
 from .conversation.flows import load_library
 from .privacy import MaskPhones, install_log_masking, mask_phone, mask_text
 from .rules_version import rules_version
 from .service import TriageService
 from .spool import Spool
-from .store import Store, embedded_redis_url
+from .store import RateLimit, Store, embedded_redis_url
+from .textcodec import Codec, cached_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         raise RuntimeError(f"settings missing: {', '.join(missing)} (see .env.example)")
     app.secret_key = app.config["SECRET_KEY"]
 
+    # The reader's compiled patterns are kept in the instance folder for the next process
+    # (bot/conversation/reading.py: start-up, issue 9).
+    reading.PATTERN_CACHE_DIR = app.instance_path
     # The rules' version is taken from the same files the library is loaded from: hashed
     # before and after loading, so an edit saved mid-start cannot be stamped with the wrong one.
     version = rules_version(app.config["FLOWS_DIR"])
@@ -104,11 +110,20 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store = Store.from_url(app.config["REDIS_URL"],
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
                            dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600,
-                           socket_timeout=timeout, connect_timeout=timeout)
+                           socket_timeout=timeout, connect_timeout=timeout,
+                           codec=Codec(cached_dictionary(app.config["FLOWS_DIR"], version,
+                                                         app.instance_path)))
+    try:
+        store.publish_dictionary()  # other processes decode what this one writes
+    except redis.RedisError as exc:  # Redis not up yet: tried again by the first commit
+        log.warning("could not publish the text dictionary yet (%s)", type(exc).__name__)
     spool_dir = app.config.get("SPOOL_DIR") or str(Path(app.instance_path) / "spool")
     service = TriageService(store, library, engine,
                             abandon_after_seconds=app.config["ABANDON_AFTER_MINUTES"] * 60,
-                            spool=Spool(spool_dir))
+                            spool=Spool(spool_dir),
+                            rate_limit=RateLimit(app.config["RATE_LIMIT_TEXTS"],
+                                                 app.config["RATE_LIMIT_WINDOW_SECONDS"]),
+                            care_team=app.config["CARE_TEAM_NUMBER"])
     app.extensions["triage"] = service
 
     from flask import redirect, url_for

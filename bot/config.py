@@ -176,6 +176,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         # Care-team read indexes (bot/indexes.py) keep this many days; docs/performance.md
         "RECORD_INDEX_RETENTION_DAYS": _int_("RECORD_INDEX_RETENTION_DAYS", 400),
         "DEDUP_TTL_HOURS": _int_("DEDUP_TTL_HOURS", 48),
+        # Per-number inbound rate limit (issue 8 item 4): past this many texts in the window,
+        # a text without a red flag (and not answering a pending question) gets no engine
+        # turn and at most one short reply per window. 0 turns it off.
+        "RATE_LIMIT_TEXTS": _int_("RATE_LIMIT_TEXTS", 20),
+        "RATE_LIMIT_WINDOW_SECONDS": _int_("RATE_LIMIT_WINDOW_SECONDS", 600),
         "MAX_BODY_CHARS": _int_("MAX_BODY_CHARS", 1600),
         "LOG_LEVEL": env("LOG_LEVEL", "INFO"),
         # Web hardening: how many reverse proxies in front set X-Forwarded-For/-Proto (0: none,

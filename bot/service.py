@@ -14,8 +14,9 @@ from .breaker import Breaker, StoreUnavailable
 from .clock import iso_utc
 from .conversation.engine import Engine, Result
 from .conversation.flows import Library
+from .sms import to_gsm7
 from .spool import Spool
-from .store import Saved, Store, mask_phone
+from .store import OPTED_OUT_STATE, RateLimit, Saved, Snapshot, Store, mask_phone
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,23 @@ log = logging.getLogger(__name__)
 # with 0.5 s socket timeouts the reply still leaves well inside 3 s.
 MESSAGE_BUDGET_SECONDS = 1.5
 
+# Over the per-number rate limit: at most this reply once per window, then empty TwiML.
+THROTTLED_REPLY = ("We have your messages. If this is an emergency call 911. Otherwise please "
+                   "call the care team at {care_team}.")
+# Twilio's opt-out / opt-in keywords: never throttled (STOP must always work).
+CARRIER_KEYWORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit",
+                              "start", "unstop"})
+
 
 class TriageService:
     def __init__(self, store: Store, library: Library, engine: Engine, *,
                  abandon_after_seconds: int, spool: Spool | None = None,
-                 breaker: Breaker | None = None):
+                 breaker: Breaker | None = None, rate_limit: RateLimit | None = None,
+                 care_team: str = ""):
         self.store = store
+        self.rate_limit = rate_limit if rate_limit and rate_limit.texts > 0 else None
+        self.care_team = care_team
+        self._red_flag_ids = frozenset(rf.id for rf in library.red_flags)
         self.library = library
         self.engine = engine
         self.abandon_after = abandon_after_seconds
@@ -39,7 +51,10 @@ class TriageService:
         self._replaying = threading.Lock()
 
     def context(self, phone: str, now: float) -> dict[str, Any]:
-        return self.engine.patient_context(self.store.profile(phone), now)
+        return self._context_from(self.store.profile(phone), now)
+
+    def _context_from(self, profile: dict[str, str], now: float) -> dict[str, Any]:
+        return self.engine.patient_context(profile, now)
 
     def handle_sms(self, phone: str, sid: str | None, body: str, num_media: int = 0,
                    now: float | None = None, *, during_outage: bool = False) -> Saved:
@@ -57,14 +72,34 @@ class TriageService:
 
     def _handle_sms(self, phone: str, sid: str | None, body: str, num_media: int,
                     now: float | None, during_outage: bool) -> Saved:
+        """Two Redis round trips in the common case: ``store.read`` (session, version,
+        profile, this MessageSid's cached reply, the rate limit's count) and ``store.commit``
+        (everything the message writes, refused if another message of this patient committed
+        in between: then read and step again)."""
         started = time.monotonic()
         now = time.time() if now is None else now
-        context = self.context(phone, now)
-
-        def step(session: dict[str, Any] | None) -> Result:
+        inbound = body[:2000]
+        for attempt in range(200):
             if time.monotonic() - started > MESSAGE_BUDGET_SECONDS:
                 raise redis.TimeoutError("message budget spent: Redis too slow")
-            result = self.engine.handle(session, body, num_media=num_media, now=now,
+            snap = self.store.read(phone, sid, now, self.rate_limit)
+            if snap.cached is not None:
+                return snap.cached
+            # texts replayed from the outage spool each get their engine turn (they were
+            # received, and answered with the fallback, while nothing could be counted)
+            if not during_outage and self._throttle(snap, body):
+                saved = self.store.commit(phone, sid, snap, self._throttled(snap), inbound, now,
+                                          limit=self.rate_limit, throttled=True)
+                if saved is not None:
+                    # once a window at WARNING (when the notice goes out), then quietly
+                    log.log(logging.WARNING if saved.reply else logging.DEBUG,
+                            "rate limit: %s texts from %s in %s s, no engine turn",
+                            snap.texts_in_window + 1, mask_phone(phone),
+                            self.rate_limit.window_seconds if self.rate_limit else 0)
+                    return saved
+                continue
+            context = self._context_from(snap.profile, now)
+            result = self.engine.handle(snap.session, body, num_media=num_media, now=now,
                                         phone=phone, profile=context)
             for rec in result.records:
                 rec["unregistered"] = not context["registered"]
@@ -72,13 +107,41 @@ class TriageService:
                 if during_outage:
                     rec["received_during_outage"] = True
                     rec["received_at"] = iso_utc(now)
-            return result
+            saved = self.store.commit(phone, sid, snap, result, inbound, now,
+                                      limit=self.rate_limit)
+            if saved is not None:
+                for rec in saved.records:
+                    log.info("triage record tier=%s flow=%s kind=%s phone=%s", rec["tier"],
+                             rec["flow"], rec["kind"], mask_phone(phone))
+                return saved
+            time.sleep(min(0.002 * (attempt + 1), 0.05))  # another message won: again
+        raise RuntimeError("too much contention on one patient's session")
 
-        saved = self.store.process(phone, sid, body[:2000], step, now=now)
-        for rec in saved.records:
-            log.info("triage record tier=%s flow=%s kind=%s phone=%s", rec["tier"], rec["flow"],
-                     rec["kind"], mask_phone(phone))
-        return saved
+    # -- the per-number rate limit (issue 8 item 4)
+    def _throttle(self, snap: Snapshot, body: str) -> bool:
+        """Over the limit and nothing in the text that must reach the engine: no engine turn.
+        Always honoured: a red flag the reader finds (current: not negated, past or
+        hypothetical), an answer to a pending checklist question (it may be the one that
+        says EMERGENCY; a checklist ends after a bounded number of texts), and Twilio's
+        opt-out/opt-in keywords."""
+        limit = self.rate_limit
+        if limit is None or snap.texts_in_window < limit.texts:
+            return False
+        if self.engine.pending(snap.session) is not None:
+            return False
+        if " ".join(body.lower().split()).strip(" .!") in CARRIER_KEYWORDS:
+            return False  # the whole text is the keyword, as carriers match it
+        reading = self.engine.read(body)
+        return not any(f.concept in self._red_flag_ids for f in reading.current("red_flag"))
+
+    def _throttled(self, snap: Snapshot) -> Result:
+        """The one short reply a window gets (none to an opted-out number)."""
+        session = snap.session or {}
+        silent = snap.throttle_replied or snap.opted_out or \
+            session.get("state") == OPTED_OUT_STATE
+        reply = None if silent else to_gsm7(self.engine.fill(
+            self.engine.msg.get("rate_limited") or THROTTLED_REPLY))
+        return Result(reply, session, [], in_checklist=False)
 
     # -- the outage spool
     def spool_inbound(self, phone: str, sid: str | None, body: str, num_media: int,

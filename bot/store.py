@@ -1,26 +1,44 @@
 """Everything the service keeps, in Redis.
 
 Keys for one patient share the hash tag ``{<phone>}`` so every per-message operation stays in
-one slot (Redis Cluster / Sentinel ready):
+one slot:
 
-* ``triage:{+1555...}:session``  JSON, the conversation; expires after inactivity (24 h)
-* ``triage:{+1555...}:sid:<MessageSid>``  the reply already given (Twilio retries), 48 h
-* ``triage:{+1555...}:transcript``  stream of inbound and outbound texts, capped
+* ``triage:{+1555...}:session``  the conversation (JSON, compressed: ``textcodec``); expires
+  after inactivity (24 h)
+* ``triage:{+1555...}:meta``  hash: ``v`` the session's version (bumped by every commit that
+  writes the session: the optimistic check), ``rw``/``rn``/``rr`` the rate limit's window
+  start, texts counted and whether its one reply went out, and ``d<hash of MessageSid>`` the
+  reply already given to each recent MessageSid (Twilio retries): ``<ms base 36>|R|<state>``
+  (the reply is the transcript's outbound text of that moment) or ``<ms>|N|<state>`` (none).
+  Expires DEDUP_TTL after the last text; at most DEDUP_CAP MessageSids (the oldest half
+  dropped past it).
+* ``triage:{+1555...}:texts``  list of inbound and outbound texts, the last TEXTS_MAX, kept
+  90 days after the last: ``<i|o|I|O><ms base 36>|<text>`` (capitals: compressed). A list,
+  not a stream: Redis 7 preallocates 4 KB (``stream-node-max-bytes``) for a stream's first
+  node, which alone was half of an idle patient's memory.
+* ``triage:{+1555...}:transcript``  the older stream of texts (``dir``, ``text``, ``at``):
+  read, merged by time; ``notify.text_patient`` still appends to it
 * ``triage:{+1555...}:profile``  hash, the care team's patient profile
 * ``triage:{+1555...}:optout``  set while the patient has opted out (STOP); no expiry
+
+A message costs two round trips (``Store.read``, ``Store.commit``): one read script returns
+everything the message needs as one atomic snapshot; one commit script writes everything it
+changes, refused if the session's version moved in between (the step then runs again).
 
 Service-wide keys:
 
 * ``triage:records``  stream of triage records (every completed or abandoned checklist and
-  every red flag; ROUTINE too). The stream id is the record id. A record is written in the
-  same MULTI/EXEC as the session, the MessageSid's reply and the transcript (``process``): a
-  crash at any moment leaves either all of them or none, so a Twilio retry of the same
-  MessageSid either finds the reply *and* its record, or runs the message again. (That
-  transaction spans the patient's slot and the service-wide keys: one Redis server, or a
-  Sentinel-managed primary, not Redis Cluster.) The consumer group on this stream is the
+  every red flag; ROUTINE too). The stream id is the record id. A record is written by the
+  same commit script as the session, the MessageSid's reply and the transcript: a crash at
+  any moment leaves either all of them or none, so a Twilio retry of the same MessageSid
+  either finds the reply *and* its record, or runs the message again. (That script spans the
+  patient's slot and the service-wide keys: one Redis server, or a Sentinel-managed primary,
+  not Redis Cluster; see docs/performance.md.) The consumer group on this stream is the
   paging entry: the worker pages from it, so the page is as durable as the record.
 * ``triage:status``  hash: record id -> open / acknowledged / resolved
 * ``triage:inflight``  sorted set: phone -> last message time, while a checklist is open
+* ``triage:zdict:<id>``  the text dictionaries of ``textcodec`` (one per clinical rules
+  version, a few KB, no expiry)
 """
 
 from __future__ import annotations
@@ -28,6 +46,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +63,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .privacy import mask_phone  # noqa: F401  (the one masking helper; kept importable here)
+from .textcodec import Codec, dict_key
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +71,9 @@ RECORDS = "triage:records"
 STATUS = "triage:status"
 INFLIGHT = "triage:inflight"
 OPTED_OUT_STATE = "opted_out"  # the engine's state after STOP
-TRANSCRIPT_MAX = 1000
+TRANSCRIPT_MAX = 1000  # the older transcript stream (notify.text_patient still appends there)
 TRANSCRIPT_TTL = 90 * 24 * 3600
-
-# One record: the stream entry and its status, in one step (also queued inside the per-message
-# MULTI, where the stream id is not known to the client until EXEC).
-_APPEND_RECORD = """
-local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
-redis.call('HSET', KEYS[2], id, ARGV[2])
-return id
-"""
+TEXTS_MAX = 500  # texts kept per patient in Redis (the dashboard shows at most the last 300)
 
 
 def session_key(phone: str) -> str:
@@ -68,6 +81,8 @@ def session_key(phone: str) -> str:
 
 
 def dedup_key(phone: str, sid: str) -> str:
+    """Before issue 9 each MessageSid had a key of its own; still read (until they expire),
+    never written: MessageSids are now fields of the patient's meta hash."""
     return f"triage:{{{phone}}}:sid:{sid}"
 
 
@@ -293,18 +308,215 @@ def _answers(url: str) -> bool:
 
 # --------------------------------------------------------------------------- the store
 
+# Round trip 1 of a message: everything it needs, as one atomic snapshot (a script, so the
+# session and its version cannot come from two different moments).
+# KEYS: session, meta, opt-out flag, profile, the pre-issue-9 dedup key of this MessageSid,
+#       texts
+# ARGV: the MessageSid's field in meta ('' when there is none)
+_READ = """
+local field = ARGV[1]
+local m = redis.call('HMGET', KEYS[2], 'v', 'rw', 'rn', 'rr', field ~= '' and field or 'v')
+local cached, reply, legacy = false, false, false
+if field ~= '' then
+  cached = m[5]
+  if not cached then legacy = redis.call('GET', KEYS[5]) end
+end
+if cached then
+  -- the reply given is the transcript's outbound text of that message (same time stamp)
+  local stamp, kind = string.match(cached, '^(%w+)|(%a)|')
+  if stamp and kind == 'R' then
+    local texts = redis.call('LRANGE', KEYS[6], 0, -1)
+    for k = #texts, 1, -1 do
+      local head = string.sub(texts[k], 2, #stamp + 2)
+      local dir = string.sub(texts[k], 1, 1)
+      if head == stamp .. '|' and (dir == 'O' or dir == 'o') then reply = texts[k]; break end
+    end
+  end
+end
+return {redis.call('GET', KEYS[1]) or false, m[1] or false, m[2] or false, m[3] or false,
+        m[4] or false, cached, legacy, redis.call('EXISTS', KEYS[3]),
+        redis.call('HGETALL', KEYS[4]), reply}
+"""
+
+# Round trip 2: the commit, all of it or nothing (a script runs atomically, and a crash of the
+# web process cannot split it). Optimistic: refused ({'conflict'}) when another message of
+# the same patient committed since round trip 1 (the meta hash's version 'v'); the step then
+# runs again on the new session, as WATCH/MULTI did.
+# KEYS: 1 session, 2 meta, 3 transcript, 4 opt-out flag, 5 in-flight zset, 6 records stream,
+#       7 records status hash
+# ARGV (read in order): expected version ('' = do not check), session body ('' = leave it),
+#   session ttl ('0' = keep the ttl), opt-out ('s' set, 'd' delete, '' leave), now (seconds),
+#   dedup field ('' none), dedup value, meta ttl, rate limit ('new' a new window, '+' count
+#   in the current one, '' do not count),
+#   mark the throttle reply sent ('1'/''), transcript max length, transcript ttl,
+#   transcript entries n, then n entries, in-flight ('a' add, 'r' remove, ''),
+#   phone, dedup cap, records n, then n x (record JSON, status)
+_COMMIT = """
+local i = 0
+local function arg() i = i + 1; return ARGV[i] end
+local expected, body, ttl, opt, now = arg(), arg(), arg(), arg(), arg()
+if expected ~= '' then
+  local v = redis.call('HGET', KEYS[2], 'v') or '0'
+  if v ~= expected then return {'conflict'} end
+end
+local dfield, dvalue, mttl, window, mark = arg(), arg(), arg(), arg(), arg()
+local maxlen, tttl = arg(), arg()
+if body ~= '' then
+  if ttl == '0' then redis.call('SET', KEYS[1], body, 'KEEPTTL')
+  else redis.call('SET', KEYS[1], body, 'EX', ttl) end
+  redis.call('HINCRBY', KEYS[2], 'v', 1)
+end
+if opt == 's' then redis.call('SET', KEYS[4], string.format('%d', math.floor(tonumber(now))))
+elseif opt == 'd' then redis.call('DEL', KEYS[4]) end
+if dfield ~= '' then redis.call('HSET', KEYS[2], dfield, dvalue) end
+if window == 'new' then  -- the first text after the last window ended opens a new one
+  redis.call('HSET', KEYS[2], 'rw', string.format('%d', math.floor(tonumber(now))), 'rn', 1,
+             'rr', 0)
+elseif window ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'rn', 1)
+end
+if mark == '1' then redis.call('HSET', KEYS[2], 'rr', 1) end
+local n = tonumber(arg())
+if n > 0 then
+  local texts = {}
+  for k = 1, n do texts[k] = arg() end
+  redis.call('RPUSH', KEYS[3], unpack(texts))
+  redis.call('LTRIM', KEYS[3], -tonumber(maxlen), -1)
+  redis.call('EXPIRE', KEYS[3], tttl)
+end
+local inflight, phone, cap = arg(), arg(), tonumber(arg())
+if inflight == 'a' then redis.call('ZADD', KEYS[5], now, phone)
+elseif inflight == 'r' then redis.call('ZREM', KEYS[5], phone) end
+if dfield ~= '' or body ~= '' or window ~= '' then
+  redis.call('EXPIRE', KEYS[2], mttl)
+  if dfield ~= '' and redis.call('HLEN', KEYS[2]) > cap + 4 then
+    -- more MessageSids than the cap: drop the oldest half (each value starts with its time)
+    local all = redis.call('HGETALL', KEYS[2])
+    local sids = {}
+    for k = 1, #all, 2 do
+      if string.sub(all[k], 1, 1) == 'd' then
+        local at = tonumber(string.match(all[k + 1], '^(%w+)|') or '0', 36) or 0
+        table.insert(sids, {at, all[k]})
+      end
+    end
+    table.sort(sids, function(a, b) return a[1] < b[1] end)
+    for k = 1, #sids - math.floor(cap / 2) do redis.call('HDEL', KEYS[2], sids[k][2]) end
+  end
+end
+local out = {'ok'}
+local records = tonumber(arg())
+for _ = 1, records do
+  local data, status = arg(), arg()
+  local id = redis.call('XADD', KEYS[6], '*', 'data', data)
+  redis.call('HSET', KEYS[7], id, status)
+  table.insert(out, id)
+end
+return out
+"""
+
+# One record: the stream entry and its status, in one step (records of a message are written
+# by the commit above).
+_APPEND_RECORD = """
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+redis.call('HSET', KEYS[2], id, ARGV[2])
+return id
+"""
+
+UNREADABLE = "[unreadable: text dictionary missing]"
+DEDUP_CAP = 48  # MessageSids kept per patient (the oldest half dropped past it), within the TTL
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _B36[d] + out
+        if not n:
+            return out
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def texts_key(phone: str) -> str:
+    return f"triage:{{{phone}}}:texts"
+
+
+def meta_key(phone: str) -> str:
+    return f"triage:{{{phone}}}:meta"
+
+
+def dedup_field(sid: str) -> str:
+    """A MessageSid's field in the patient's meta hash: 'd' + 9 characters of its hash (34
+    characters saved per text; a collision needs 2^36 texts from one number)."""
+    return "d" + hashlib.blake2b(sid.encode(), digest_size=7).hexdigest()[:9]
+
+
 @dataclass
 class Saved:
     reply: str | None
     duplicate: bool
     records: list[dict[str, Any]]
+    state: str | None = None  # the session's lifecycle "state" after the step
+    throttled: bool = False   # over the per-number rate limit: no engine turn
+    # the question pending after the step (``fever:danger_signs``; "" none; None not known):
+    # the webhook's signed cookie, for a fallback that knows the question when Redis is down
+    pending: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """What round trip 1 read: the patient's session and everything a message needs."""
+
+    session: dict[str, Any] | None
+    version: str
+    profile: dict[str, str]
+    cached: Saved | None        # this MessageSid was already answered (a Twilio retry)
+    texts_in_window: int        # inbound texts counted in the rate limit's current window
+    window_start: float
+    throttle_replied: bool      # the "we have your messages" reply went out this window
+    opted_out: bool
+
+
+@dataclass
+class RateLimit:
+    texts: int
+    window_seconds: int
 
 
 class Store:
-    def __init__(self, client: redis.Redis, *, session_ttl: int, dedup_ttl: int):
-        self.r = client
+    def __init__(self, client: redis.Redis, *, session_ttl: int, dedup_ttl: int,
+                 codec: Codec | None = None):
         self.session_ttl = session_ttl
         self.dedup_ttl = dedup_ttl
+        self.codec = codec or Codec(b"")
+        self._published = False
+        self.r = client
+
+    @property
+    def r(self) -> redis.Redis:
+        return self._r
+
+    @r.setter
+    def r(self, client: redis.Redis) -> None:
+        """The client (decoded strings) every module uses, and its bytes twin for the hot
+        path's compressed values, on a pool of its own with the same settings (tests and the
+        benchmark swap ``store.r`` for a counting client: the twin follows)."""
+        self._r = client
+        pool = client.connection_pool
+        # RESP2 for the twin: redis-py 8 speaks RESP3 by default, whose pure-Python parser
+        # made each script call cost 0.23 ms instead of 0.09 ms (measured on loopback); the
+        # twin only runs this module's scripts and reads, whose replies are the same in both.
+        kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                  if not k.startswith(("maint_", "orig_", "himport", "oss_"))}  # RESP3-only
+        kwargs.update(decode_responses=False, protocol=2)
+        self.raw = redis.Redis(connection_pool=type(pool)(
+            connection_class=pool.connection_class, **kwargs))
+        self._read = self.raw.register_script(_READ)
+        self._commit_script = self.raw.register_script(_COMMIT)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 0.5,
@@ -328,81 +540,172 @@ class Store:
         except (redis.RedisError, OSError):
             return False
 
-    # -- the per-message transaction
+    def publish_dictionary(self) -> None:
+        """Keep this process's text dictionary in Redis for every other process (start-up)."""
+        if self.codec.zdict:
+            self.raw.set(dict_key(self.codec.id), self.codec.zdict, nx=True)
+        self._published = True
+
+    # -- compact values
+    def _text(self, blob: bytes | str) -> str:
+        if isinstance(blob, str):
+            return blob
+        dict_id = Codec.dict_id(blob)
+        if dict_id is not None and not self.codec.known(dict_id):
+            zdict = self.raw.get(dict_key(dict_id))
+            if zdict is None or self.codec.learn(zdict) != dict_id:
+                log.error("text dictionary %s missing from Redis: a stored text is unreadable",
+                          dict_id.hex())
+                return UNREADABLE
+        return self.codec.decode(blob)
+
+    def _session_of(self, raw: bytes | str | None) -> dict[str, Any] | None:
+        if not raw:
+            return None
+        text = self._text(raw)
+        if text == UNREADABLE:
+            # the dictionary it was written with is gone: a fresh conversation (the patient's
+            # records and transcript are kept) rather than the fallback for every text
+            return None
+        return json.loads(text)
+
+    # -- the per-message transaction, in two round trips
+    def read(self, phone: str, sid: str | None, now: float,
+             limit: RateLimit | None = None) -> Snapshot:
+        """Round trip 1: session, its version, opt-out, profile, this MessageSid's cached
+        reply and the rate-limit window, atomically."""
+        dfield = dedup_field(sid) if sid else ""
+        legacy = dedup_key(phone, sid) if sid else session_key(phone)
+        (raw, version, rw, rn, rr, cached, old, opted, prof, reply) = self._read(
+            keys=[session_key(phone), meta_key(phone), optout_key(phone), profile_key(phone),
+                  legacy, texts_key(phone)], args=[dfield])
+        hit = None
+        if cached:
+            hit = self._cached(cached, reply)
+        elif old:  # a dedup key written before issue 9 (until it expires)
+            hit = Saved(json.loads(old)["reply"], True, [])
+        session = self._session_of(raw)
+        if session is None and opted:
+            # STOP outlives the session: opted out until START, however long.
+            session = {"state": OPTED_OUT_STATE}
+        start = float(rw or 0)
+        in_window = limit is not None and now - start < limit.window_seconds
+        return Snapshot(
+            session=session, version=(version or b"0").decode(),
+            profile={k.decode(): v.decode() for k, v in zip(prof[::2], prof[1::2],
+                                                             strict=True)},
+            cached=hit, texts_in_window=int(rn or 0) if in_window else 0,
+            window_start=start, throttle_replied=bool(in_window and rr == b"1"),
+            opted_out=bool(opted))
+
+    def _cached(self, value: bytes, entry: bytes | None) -> Saved:
+        """A MessageSid already answered: ``<ms base 36>|<R|N>|<state>`` and the transcript's
+        outbound entry of that moment (None if it was trimmed away since: more than
+        TEXTS_MAX newer texts within DEDUP_TTL; the retry then gets no text, the message is
+        still not run twice)."""
+        _, kind, state = value.decode().split("|", 2)
+        reply = None
+        if kind == "R":
+            if entry is None:
+                log.warning("a retried MessageSid's reply is no longer in the transcript")
+            else:
+                rest = entry.partition(b"|")[2]
+                reply = self._text(rest) if entry[:1] == b"O" else rest.decode()
+        return Saved(reply, True, [], state=state or None)
+
+    def commit(self, phone: str, sid: str | None, snap: Snapshot | None, result: Any,
+               inbound: str | None, now: float, *, limit: RateLimit | None = None,
+               throttled: bool = False) -> Saved | None:
+        """Round trip 2: everything the message writes, in one script, or None when another
+        message of this patient committed since ``snap`` was read (run the step again).
+
+        ``result`` is an ``engine.Result`` (or anything with ``reply``, ``session``,
+        ``records``, ``in_checklist``). ``throttled``: over the rate limit, no engine turn:
+        the session is neither checked nor written, only the transcript, the MessageSid's
+        reply and the count. ``inbound`` None: a background step (sweeper, follow-up), no
+        transcript entry for the patient and the session's expiry kept."""
+        session = result.session
+        state = session.get("state") if session else None
+        body = b""
+        if session and not throttled:
+            body = self.codec.encode(json.dumps(session, separators=(",", ":")))
+        opt = ""
+        if not throttled and state == OPTED_OUT_STATE:
+            opt = "s"
+        elif not throttled and session and (snap is None or snap.opted_out):
+            opt = "d"
+        ms36 = _base36(round(now * 1000))
+        dvalue = ""
+        if sid:
+            dvalue = f"{ms36}|{'N' if result.reply is None else 'R'}|{state or ''}"
+        entries: list[bytes] = []
+        stamp = ms36.encode() + b"|"
+        if inbound is not None:
+            entries.append(b"i" + stamp + inbound.encode(errors="replace"))
+        if result.reply is not None:
+            entries.append(b"O" + stamp + self.codec.encode(result.reply))
+        records = [] if throttled else result.records
+        rec_args: list[bytes | str] = []
+        for record in records:
+            rec = dict(record)
+            rec.pop("id", None)
+            rec.setdefault("status", "open")
+            rec_args += [json.dumps(rec, separators=(",", ":")), rec["status"]]
+        inflight = "" if throttled else ("a" if result.in_checklist else "r")
+        args: list[bytes | str | int] = [
+            "" if throttled or snap is None else snap.version, body,
+            0 if inbound is None else self.session_ttl, opt, f"{now:.3f}",
+            dedup_field(sid) if sid else "", dvalue,
+            max(self.dedup_ttl, limit.window_seconds if limit else 0, 1),
+            "" if limit is None or inbound is None else (
+                "+" if snap is not None and snap.texts_in_window else "new"),
+            "1" if throttled and result.reply is not None else "",
+            TEXTS_MAX, TRANSCRIPT_TTL, len(entries), *entries,
+            inflight, phone, DEDUP_CAP, len(records), *rec_args]
+        if not self._published:
+            self.publish_dictionary()  # Redis was down at start-up: once, before the first
+        done = self._commit(
+            [session_key(phone), meta_key(phone), texts_key(phone), optout_key(phone),
+             INFLIGHT, RECORDS, STATUS], args)
+        if done[0] == b"conflict":
+            return None
+        ids = [x.decode() for x in done[1:]]
+        pending = None if throttled else (getattr(result, "pending", None) or "")
+        return Saved(result.reply, False, [{**rec, "id": rid} for rec, rid in
+                                           zip(records, ids, strict=True)],
+                     state=state, throttled=throttled, pending=pending)
+
+    def _commit(self, keys: list[str], args: list[Any]) -> Any:
+        """The one commit call (EVALSHA; NOSCRIPT reloads the script). Tests that simulate a
+        crash just before or just after it reached Redis replace this method."""
+        return self._commit_script(keys=keys, args=args)
+
     def process(self, phone: str, sid: str | None, inbound: str | None,
                 step: Callable[[dict[str, Any] | None], Any], now: float | None = None,
                 retries: int = 200) -> Saved:
-        """Load the session, run ``step`` on it, save it: atomically per patient.
-
-        Optimistic: WATCH the session (and the MessageSid); if another message of the same
-        patient committed in between, run ``step`` again on the new session. ``step`` is pure
-        (returns an ``engine.Result``), so running it again is safe; records are written only
-        after the commit that made them true.
-        """
-        skey = session_key(phone)
-        okey = optout_key(phone)
-        dkey = dedup_key(phone, sid) if sid else None
-        watched = [skey, okey, dkey] if dkey else [skey, okey]
+        """Load the session, run ``step`` on it, save it: atomically per patient, in two round
+        trips (``read``, ``commit``). ``step`` is pure (returns an ``engine.Result``), so
+        running it again after a conflict is safe; records are written only by the commit
+        that made them true."""
+        ts = now if now is not None else time.time()
         for attempt in range(retries):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(*watched)
-                    if dkey:
-                        cached = pipe.get(dkey)
-                        if cached is not None:
-                            data = json.loads(cached)
-                            return Saved(data["reply"], True, [])
-                    raw = pipe.get(skey)
-                    session = json.loads(raw) if raw else None
-                    if session is None and pipe.exists(okey):
-                        # STOP outlives the session: opted out until START, however long.
-                        session = {"state": OPTED_OUT_STATE}
-                    result = step(session)
-                    ts = now if now is not None else time.time()
-                    pipe.multi()
-                    body = json.dumps(result.session, separators=(",", ":"))
-                    if inbound is None:  # a background step (sweeper): keep the expiry
-                        if result.session:
-                            pipe.set(skey, body, keepttl=True)
-                    else:
-                        pipe.set(skey, body, ex=self.session_ttl)
-                    if result.session.get("state") == OPTED_OUT_STATE:
-                        pipe.set(okey, f"{ts:.0f}")
-                    elif result.session:
-                        pipe.delete(okey)
-                    if dkey:
-                        pipe.set(dkey, json.dumps({"reply": result.reply}), ex=self.dedup_ttl)
-                    tkey = transcript_key(phone)
-                    if inbound is not None:
-                        pipe.xadd(tkey, {"dir": "in", "text": inbound, "at": f"{ts:.3f}"},
-                                  maxlen=TRANSCRIPT_MAX, approximate=True)
-                    if result.reply is not None:
-                        pipe.xadd(tkey, {"dir": "out", "text": result.reply, "at": f"{ts:.3f}"},
-                                  maxlen=TRANSCRIPT_MAX, approximate=True)
-                    pipe.expire(tkey, TRANSCRIPT_TTL)
-                    # The records, their paging entry (the stream's consumer group) and the
-                    # in-flight index commit with the session, or not at all.
-                    if result.in_checklist:
-                        pipe.zadd(INFLIGHT, {phone: ts})
-                    else:
-                        pipe.zrem(INFLIGHT, phone)
-                    for record in result.records:
-                        _queue_record(pipe, record)
-                    done = pipe.execute()
-                except redis.WatchError:
-                    time.sleep(min(0.002 * (attempt + 1), 0.05))
-                    continue
-            ids = done[len(done) - len(result.records):] if result.records else []
-            return Saved(result.reply, False, [{**rec, "id": rid} for rec, rid in
-                                               zip(result.records, ids, strict=True)])
+            snap = self.read(phone, sid, ts)
+            if snap.cached is not None:
+                return snap.cached
+            saved = self.commit(phone, sid, snap, step(snap.session), inbound, ts)
+            if saved is not None:
+                return saved
+            time.sleep(min(0.002 * (attempt + 1), 0.05))
         raise RuntimeError("too much contention on one patient's session")
 
     # -- triage records
     def append_record(self, record: dict[str, Any]) -> str:
-        """One record on its own (tests, tools); messages write theirs in ``process``."""
-        pipe = self.r.pipeline(transaction=True)
-        _queue_record(pipe, record)
-        return str(pipe.execute()[0])
+        """One record on its own (tests, tools); messages write theirs in ``commit``."""
+        record = dict(record)
+        record.pop("id", None)
+        record.setdefault("status", "open")
+        return str(self.r.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
+                               json.dumps(record, separators=(",", ":")), record["status"]))
 
     def records(self, *, tiers: Iterable[str] = (), status: str | None = None,
                 phone: str | None = None, limit: int = 200, batch: int = 500
@@ -445,13 +748,41 @@ class Store:
 
     # -- sessions and profiles
     def session(self, phone: str) -> dict[str, Any] | None:
-        raw = self.r.get(session_key(phone))
-        return json.loads(raw) if raw else None
+        return self._session_of(self.raw.get(session_key(phone)))
 
     def transcript(self, phone: str, start: str = "-", end: str = "+", count: int = 500
                    ) -> list[dict[str, Any]]:
-        return [{"id": mid, **fields} for mid, fields in
-                self.r.xrange(transcript_key(phone), min=start, max=end, count=count)]
+        """The patient's texts, oldest first, at most ``count``:
+        ``{"id", "dir": "in"|"out", "text", "at"}`` (``id`` is ``<ms>-<n>``; ``start`` and
+        ``end`` bound it, as stream ids would). Read from the compact list the hot path
+        writes and from the older stream (``notify.text_patient``'s texts, data from before
+        issue 9), merged by time."""
+        pipe = self.raw.pipeline(transaction=False)
+        pipe.lrange(texts_key(phone), 0, -1)
+        pipe.xrange(transcript_key(phone))
+        texts, stream = pipe.execute()
+        out: list[tuple[float, int, dict[str, Any]]] = []
+        for n, value in enumerate(texts):
+            kind, _, rest = value.partition(b"|")
+            ms = int(kind[1:].decode(), 36)
+            body = self._text(rest) if kind[:1] in (b"I", b"O") else rest.decode(
+                "utf-8", errors="replace")
+            out.append((ms, n, {"id": f"{ms}-{n}", "dir": "in" if kind[:1] in (b"i", b"I")
+                                else "out", "text": body, "at": f"{ms / 1000:.3f}"}))
+        for n, (mid, fields) in enumerate(stream):
+            f = {k.decode(): v.decode("utf-8", errors="replace") for k, v in fields.items()}
+            try:
+                ms = round(float(f.get("at", "")) * 1000)
+            except ValueError:
+                ms = int(mid.split(b"-")[0])
+            out.append((ms, n, {"id": mid.decode(), "dir": f.get("dir", ""),
+                                "text": f.get("text", ""), "at": f.get("at", "")}))
+        out.sort(key=lambda x: (x[0], x[1]))
+        lo = _id_key(start) if start != "-" else None
+        hi = _id_key(end) if end != "+" else None
+        picked = [e for _, _, e in out if (lo is None or _id_key(e["id"]) >= lo)
+                  and (hi is None or _id_key(e["id"]) <= hi)]
+        return picked[:count]
 
     def profile(self, phone: str) -> dict[str, str]:
         return self.r.hgetall(profile_key(phone))
@@ -460,12 +791,16 @@ class Store:
         return list(self.r.zrangebyscore(INFLIGHT, "-inf", older_than))
 
 
-def _queue_record(pipe: Any, record: dict[str, Any]) -> None:
-    record = dict(record)
-    record.pop("id", None)
-    record.setdefault("status", "open")
-    pipe.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
-              json.dumps(record, separators=(",", ":")), record["status"])
+def append_sent_text(r: redis.Redis, phone: str, body: str, now: float) -> None:
+    """A text the service sent outside a message's commit (a follow-up, ``notify``) into the
+    patient's compact transcript, as a plain ``o`` entry (the dashboard reads it like the
+    others). One round trip."""
+    key = texts_key(phone)
+    pipe = r.pipeline(transaction=False)
+    pipe.rpush(key, f"o{_base36(round(now * 1000))}|{body}")
+    pipe.ltrim(key, -TEXTS_MAX, -1)
+    pipe.expire(key, TRANSCRIPT_TTL)
+    pipe.execute()
 
 
 def default_instance_path() -> str:

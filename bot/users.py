@@ -13,6 +13,7 @@ Created from the terminal: ``flask --app wsgi create-user NAME --role nurse``.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -32,8 +33,14 @@ MAX_FAILURES = 5
 LOCK_SECONDS = 15 * 60
 
 _hasher = PasswordHasher()
-# Verified when the username is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-for-timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the username is unknown, so a wrong name costs as long as a wrong
+    password. Made on first use, not at import: hashing costs ~100 ms of every process's
+    start-up (issue 9), and most processes (the worker, most web workers) never need it."""
+    return _hasher.hash("not-a-real-password-for-timing")
 
 
 class UserError(ValueError):
@@ -110,7 +117,7 @@ def authenticate(r: redis.Redis, username: str, password: str, client: str) -> U
     key = user_key(username)
     stored = r.hget(key, "password") if USERNAME_RE.match(username) else None
     try:
-        _hasher.verify(stored or _DUMMY_HASH, password)
+        _hasher.verify(stored or _dummy_hash(), password)
         ok = stored is not None
     except (VerificationError, InvalidHashError):
         ok = False

@@ -212,8 +212,9 @@ def wrk(port: int, folder: Path, seconds: float) -> dict[str, Any]:
     script = folder / "bench.lua"
     script.write_text(LUA)
     out = subprocess.run(
-        ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s", "-s",
-         str(script), f"http://127.0.0.1:{port}/sms", "--", str(folder)],
+        ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d",
+         f"{max(1, round(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}/sms",
+         "--", str(folder)],
         capture_output=True, text=True, check=True, timeout=seconds + 120)
     line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
     res = json.loads(line)
@@ -343,6 +344,11 @@ def per_message(redis_url: str, folder: Path, conversations: int) -> dict[str, A
     trips, commands = Counting.trips / sent, delta(commandstats(plain), before) / sent
     keys = [k for phone in phones[:20] for k in plain.scan_iter(match=f"*{{{phone}}}*")]
     mem = sum(plain.memory_usage(k, samples=0) or 0 for k in keys) / min(20, len(phones))
+    parts: dict[str, float] = {}
+    for k in keys:  # by kind of key (the part after the hash tag): session, texts, meta, ...
+        kind = k.rsplit("}:", 1)[-1].split(":", 1)[0]
+        parts[kind] = parts.get(kind, 0) + (plain.memory_usage(k, samples=0) or 0) / min(
+            20, len(phones))
     # the baseline, the same way
     os.environ.update({"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "REDIS_URL": redis_url,
                        "PUBLIC_BASE_URL": BASE_URL})
@@ -355,7 +361,7 @@ def per_message(redis_url: str, folder: Path, conversations: int) -> dict[str, A
     Counting.trips = 0
     for step, body in enumerate(CONVERSATION):
         assert signed(base, "+15559900000", body, f"SMb{step:02d}").status_code == 200
-    return {"trips": trips, "commands": commands, "patient_bytes": mem,
+    return {"trips": trips, "commands": commands, "patient_bytes": mem, "patient_parts": parts,
             "keys_per_patient": len(keys) / min(20, len(phones)),
             "baseline_trips": Counting.trips / len(CONVERSATION), "last_reply": last}
 
@@ -509,8 +515,16 @@ def main() -> None:
                     help="service req/s with these gunicorn worker counts ('' to skip)")
     ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                     help="the load tool (auto: wrk when installed, else the Python one)")
+    ap.add_argument("--startup-only", type=int, default=0, metavar="N",
+                    help="only start-up: N interleaved starts of each server, then medians")
+    ap.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                    help="with --startup-only: also start wsgi:app from this other checkout "
+                         "(e.g. `git archive <commit> | tar -x -C DIR`), interleaved")
     args = ap.parse_args()
     LOAD["tool"] = args.load
+    if args.startup_only:
+        print(startup_only(args.startup_only, args.compare))
+        return
     if args.smoke:
         args.rounds, args.seconds, args.numbers = 1, 1, 40
         args.sizes, args.workers_scan = "1000", ""
@@ -525,6 +539,39 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             print(f"bench: failed; server logs are in {folder}", file=sys.stderr)
+
+
+def startup_only(n: int, other: Path | None) -> str:
+    """Start-up alone: the baseline, the service (and the service of another checkout),
+    started in turn ``n`` times each against one redis-server, each from exec to the first
+    200 from /healthz. Each server keeps its instance folder between its starts, as a
+    deployment does (the first start of the service builds the reader's pattern file)."""
+    global ROOT
+    here = ROOT
+    runs = [("baseline", here, "bench_baseline:app"), ("service", here, "wsgi:app")]
+    if other is not None:
+        runs.append((f"service at {other}", other.resolve(), "wsgi:app"))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    folder = Path(tempfile.mkdtemp(prefix="triage-startup-"))
+    try:
+        with redis_server(folder / "redis") as url:
+            for _ in range(n):
+                for i, (name, root, app) in enumerate(runs):
+                    ROOT = root
+                    try:
+                        env = service_env(url, folder / f"s{i}")
+                        with gunicorn(app, env, folder / f"s{i}.log") as (_, started):
+                            times[name].append(started * 1000)
+                    finally:
+                        ROOT = here
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [f"start-up to first /healthz, {n} interleaved starts each (ms):"]
+    for name, t in times.items():
+        lines.append(f"  {name}: median {statistics.median(t):.0f}, median of the starts "
+                     f"after the first {statistics.median(t[1:] or t):.0f}, all "
+                     + " ".join(f"{x:.0f}" for x in t))
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, folder: Path) -> str:
@@ -592,7 +639,9 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
                   f"{statistics.median(starts['service']) * 1000:.0f} ms",
                   "median of rounds"))
     lines.append(("Redis per idle patient", "", f"{msg['patient_bytes'] / 1024:.1f} KB",
-                  f"{msg['keys_per_patient']:.0f} keys"))
+                  f"{msg['keys_per_patient']:.0f} keys: " + ", ".join(
+                      f"{k} {v:.0f} B" for k, v in sorted(msg["patient_parts"].items(),
+                                                          key=lambda kv: -kv[1]))))
     if mem:
         lines.append(("Redis per record", "", f"{mem['record']:.0f} B",
                       f"+ {mem['index']:.0f} B of indexes"))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from bot import escalations, indexes
 from bot.store import RECORDS, STATUS, session_key
@@ -80,3 +81,39 @@ def test_indexes_and_reads_across_shards(cluster: RedisCluster) -> None:
              if first is not None]
     assert len(acted) == 1 and acted[0][0] == "EMERGENCY"
     assert acted[0][1] == pytest.approx(240, abs=1)  # created_at is kept to the second
+
+
+def test_the_hot_path_read_runs_on_the_cluster_and_the_commit_is_refused_cross_slot(
+        cluster: RedisCluster) -> None:
+    """What runs on a cluster today and what does not (docs/performance.md: the outbox it
+    would take): the message's read script touches one slot; its commit also writes the
+    service-wide records stream, status hash and in-flight index, which a cluster refuses."""
+    import redis
+
+    from bot.store import (
+        _COMMIT,
+        _READ,
+        INFLIGHT,
+        dedup_key,
+        meta_key,
+        optout_key,
+        profile_key,
+        texts_key,
+    )
+
+    phone = "+15550170003"
+    keys = [session_key(phone), meta_key(phone), optout_key(phone), profile_key(phone),
+            dedup_key(phone, "SMx"), texts_key(phone)]
+    assert len({cluster.keyslot(k) for k in keys}) == 1
+    cluster.hset(profile_key(phone), "name", "Jo")
+    got = cluster.register_script(_READ)(keys=keys, args=["dabc"])
+    assert got[0] is None and got[8] == ["name", "Jo"]
+    patient = [session_key(phone), meta_key(phone), texts_key(phone), optout_key(phone)]
+    shared = [INFLIGHT, RECORDS, STATUS]
+    assert len({cluster.keyslot(k) for k in patient}) == 1
+    assert {cluster.keyslot(k) for k in shared} - {cluster.keyslot(patient[0])}
+    # redis-py refuses it before sending (a cluster node would answer CROSSSLOT)
+    with pytest.raises((redis.RedisError, RedisClusterException), match="slot"):
+        cluster.register_script(_COMMIT)(keys=patient + shared, args=[""] * 20)
+    # the patient's part alone runs (the outbox design keeps exactly this part in the commit)
+    cluster.register_script("redis.call('SET', KEYS[1], 'x') return 1")(keys=patient)

@@ -44,7 +44,7 @@ def emergencies(app: Any) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ item 1: no lost record
 
 class CrashAfterCommit(Exception):
-    """The process 'dies' after EXEC reached Redis, before the reply left."""
+    """The process 'dies' after the commit reached Redis, before the reply left."""
 
 
 def test_a_crash_after_the_commit_loses_nothing_and_a_retry_writes_nothing_twice(app: Any,
@@ -52,16 +52,16 @@ def test_a_crash_after_the_commit_loses_nothing_and_a_retry_writes_nothing_twice
                                                                                  monkeypatch: Any
                                                                                  ) -> None:
     store: Store = app.extensions["triage"].store
-    real = redis.client.Pipeline.execute
+    real = Store._commit
 
-    def execute_then_die(self: Any, *a: Any, **kw: Any) -> Any:
-        real(self, *a, **kw)  # the message's one EXEC reaches Redis...
+    def commit_then_die(self: Any, *a: Any, **kw: Any) -> Any:
+        real(self, *a, **kw)  # the message's one commit script reaches Redis...
         raise CrashAfterCommit  # ...and the process dies before replying
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_die)
+    monkeypatch.setattr(Store, "_commit", commit_then_die)
     with pytest.raises(CrashAfterCommit):
         app.extensions["triage"].handle_sms(phone.number, "SMcrash1", RED_FLAG)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", real)
+    monkeypatch.setattr(Store, "_commit", real)
     # committed: the record is already there, with its session and its MessageSid reply
     assert [r["phone"] for r in emergencies(app)] == [phone.number]
     # Twilio's retry of the same MessageSid: the same reply, no second record
@@ -73,13 +73,13 @@ def test_a_crash_after_the_commit_loses_nothing_and_a_retry_writes_nothing_twice
 def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_writes_the_record(
         app: Any, phone: Phone, monkeypatch: Any) -> None:
     def die(self: Any, *a: Any, **kw: Any) -> Any:
-        raise CrashAfterCommit  # before EXEC: nothing of this message reached Redis
+        raise CrashAfterCommit  # before the commit: nothing of this message reached Redis
 
-    real = redis.client.Pipeline.execute
-    monkeypatch.setattr(redis.client.Pipeline, "execute", die)
+    real = Store._commit
+    monkeypatch.setattr(Store, "_commit", die)
     with pytest.raises(CrashAfterCommit):
         app.extensions["triage"].handle_sms(phone.number, "SMcrash2", RED_FLAG)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", real)
+    monkeypatch.setattr(Store, "_commit", real)
     assert emergencies(app) == []
     assert app.extensions["triage"].store.session(phone.number) is None
     assert phone.send(RED_FLAG, sid="SMcrash2").startswith("Call 911 now.")

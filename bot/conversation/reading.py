@@ -29,12 +29,22 @@ Pure: no I/O after construction; build one Reader at start-up.
 
 from __future__ import annotations
 
+import _sre  # type: ignore[import-not-found]
+import base64
+import hashlib
+import json
+import os
 import re
+import sys
 import unicodedata
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
+from re import _compiler as _re_compiler  # type: ignore[attr-defined]
+from re import _parser as _re_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from rapidfuzz import process
@@ -191,14 +201,21 @@ def _alt_regex(alt: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=16)
+def _gap_guard(no_gap_words: frozenset[str]) -> str:
+    """The lookahead that keeps a gap off the no-gap words: the same for every wording of a
+    language, so built once (it was rebuilt for each of ~800 wordings at start-up)."""
+    banned = "|".join(re.escape(w) for w in sorted(no_gap_words))
+    return rf"(?!(?:{banned}) )" if banned else ""
+
+
 def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
     """A wording as a regex over space-joined tokens. ``~N`` (N words, default 3; ``~0``
     none) separates slots; inside a slot ``|`` separates alternatives, each one or more words
     (``cant|cannot ~0 breath*``, ``throat ~3 swollen|closing up``); ``word*`` allows any
     ending. A gap never holds a clause boundary, nor any of ``no_gap_words`` (negations and
     clause breaks: "cough, no blood" is not "cough ~3 blood")."""
-    banned = "|".join(re.escape(w) for w in sorted(no_gap_words))
-    guard = rf"(?!(?:{banned}) )" if banned else ""
+    guard = _gap_guard(frozenset(no_gap_words))
     text = wording.lower().replace("'", "").strip()
     out = ""
     for part in re.split(r"\s*(~\d*)\s*", text):
@@ -231,6 +248,110 @@ def wording_words(wording: str) -> set[str]:
 _SUFFIXES = ("", "s", "es", "ed", "d", "ing", "e", "y", "ly", "ness")
 
 
+# --------------------------------------------------------------------------- compiled patterns
+#
+# Compiling the concepts' ~350 patterns (Python's regex parser and compiler are pure Python) was
+# most of a process's start-up (issue 9). The compiled program is kept: in this process for
+# every later Reader (tests, the vignette runner), and, when the app names a folder
+# (``PATTERN_CACHE_DIR``, set by ``bot.create_app`` to the instance folder), in a file there
+# for the next process. Only the build changes, never the matching: a cached pattern is the
+# very program ``re.compile`` makes (the same sre code array, flags and groups, handed to the
+# same ``_sre.compile``, which validates the code), used only if the file's SHA-256, the Python
+# version, the sre engine's magic number and the pattern's own text all match; anything
+# unexpected falls back to ``re.compile``.
+
+PATTERN_CACHE_DIR: str | None = None
+_compiled: dict[str, tuple[re.Pattern[str], list[Any] | None]] = {}
+
+
+def _cache_path() -> Path | None:
+    if not PATTERN_CACHE_DIR:
+        return None
+    tag = hashlib.sha256(f"{sys.version}|{_sre.MAGIC}|{_sre.CODESIZE}".encode()).hexdigest()
+    return Path(PATTERN_CACHE_DIR) / f"reader-patterns-{tag[:12]}.json"
+
+
+def _load_cached(path: Path | None) -> dict[str, list[Any]]:
+    if path is None:
+        return {}
+    try:
+        raw = path.read_bytes()
+        digest, _, body = raw.partition(b"\n")
+        if hashlib.sha256(body).hexdigest().encode() != digest:
+            return {}
+        return {e[0]: e for e in json.loads(body)}
+    except (OSError, ValueError, TypeError, IndexError):
+        return {}
+
+
+def _program(rx: str) -> list[Any]:
+    """What ``re.compile(rx)`` hands to ``_sre.compile`` (Python 3.11's re._compiler)."""
+    parsed = _re_parser.parse(rx, 0)
+    code = _re_compiler._code(parsed, 0)
+    groupindex = dict(parsed.state.groupdict)
+    indexgroup: list[str | None] = [None] * parsed.state.groups
+    for name, i in groupindex.items():
+        indexgroup[i] = name
+    return [rx, parsed.state.flags, base64.b64encode(array("I", code).tobytes()).decode(),
+            parsed.state.groups - 1, groupindex, indexgroup]
+
+
+def _from_program(entry: list[Any]) -> re.Pattern[str]:
+    rx, flags, code, groups, groupindex, indexgroup = entry
+    pattern = _sre.compile(rx, flags, array("I", base64.b64decode(code)).tolist(), groups,
+                           groupindex, tuple(indexgroup))
+    if pattern.pattern != rx or pattern.groups != groups:
+        raise ValueError("cached pattern does not match its text")
+    return pattern
+
+
+class _PatternBuild:
+    """Compile a Reader's patterns, through the caches above."""
+
+    def __init__(self) -> None:
+        self.path = _cache_path()
+        self.cached: dict[str, list[Any]] | None = None
+        self.used: dict[str, list[Any]] = {}
+        self.missed = False
+
+    def compile(self, rx: str) -> re.Pattern[str]:
+        known = _compiled.get(rx)
+        if known is not None:
+            if known[1] is not None:
+                self.used[rx] = known[1]
+            return known[0]
+        if self.cached is None:
+            self.cached = _load_cached(self.path)
+        entry = self.cached.get(rx)
+        try:
+            if entry is None or entry[0] != rx:
+                if self.path is None:
+                    raise KeyError(rx)
+                self.missed = True
+                entry = _program(rx)  # compiled once, here, then kept in the file
+            pattern = _from_program(entry)
+        except Exception:  # no file, or anything unexpected: the normal way
+            pattern = re.compile(rx)
+            entry = None
+        if entry is not None:
+            self.used[rx] = entry
+        _compiled[rx] = (pattern, entry)
+        return pattern
+
+    def save(self) -> None:
+        """Write the file again if this build compiled anything itself (atomically)."""
+        if not (self.missed and self.path is not None and self.used):
+            return
+        body = json.dumps(list(self.used.values()), separators=(",", ":")).encode()
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only folder: no cache, nothing else changes
+
+
 # --------------------------------------------------------------------------- the reader
 
 class Reader:
@@ -243,17 +364,19 @@ class Reader:
         vocab: set[str] = set()
         no_gap = {p for p in lang.get("negation_forward", []) if " " not in p} | (set(
             lang.get("clause_breaks", [])) - {"and"})
+        build = _PatternBuild()
         for c in self.concepts.values():
             rx = "|".join(f"(?:{compile_wording(w, no_gap)})" for w in c.wordings)
             nx = "|".join(f"(?:{compile_wording(w)})" for w in c.not_wordings)
-            self._patterns.append((c, re.compile(rf"(?<= )(?:{rx})(?= )"),
-                                   re.compile(rf"(?<= )(?:{nx})(?= )") if nx else None))
+            self._patterns.append((c, build.compile(rf"(?<= )(?:{rx})(?= )"),
+                                   build.compile(rf"(?<= )(?:{nx})(?= )") if nx else None))
             for w in c.wordings:
                 for word in wording_words(w):
                     vocab.add(word)
                     if any(t.rstrip("*") == word and t.endswith("*") for t in
                            re.split(r"[\s|]+", w)):
                         vocab.update(word + s for s in _SUFFIXES)
+        build.save()
         self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
             "negation_forward", "negation_backward", "pseudo", "historical", "hypothetical",
             "hypothetical_after", "uncertain")}
