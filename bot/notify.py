@@ -51,7 +51,7 @@ from flask import Flask
 
 from .clock import iso_utc as _iso
 from .sms import to_gsm7
-from .store import TRANSCRIPT_MAX, TRANSCRIPT_TTL, mask_phone, transcript_key
+from .store import append_sent_text, mask_phone
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,7 @@ def text_patient(r: redis.Redis, backend: SmsBackend | Outbox, phone: str, body:
         sid = backend.send_tracked(record_id, phone, body, PATIENT, now)
     else:
         sid = backend.send(phone, body)
-    key = transcript_key(phone)
-    pipe = r.pipeline(transaction=False)
-    pipe.xadd(key, {"dir": "out", "text": body, "at": f"{now:.3f}"}, maxlen=TRANSCRIPT_MAX,
-              approximate=True)
-    pipe.expire(key, TRANSCRIPT_TTL)
-    pipe.execute()
+    append_sent_text(r, phone, body, now)  # the patient's compact transcript (store.py)
     return sid
 
 

@@ -97,7 +97,7 @@ def test_noscript_is_handled(app: Any, phone: Phone) -> None:
     phone.send("fever")
     store.raw.script_flush()  # a Redis restarted without its script cache
     assert phone.send("no").startswith("What is your temperature?")
-    assert store.session(phone.number)["state"] == "fever:temperature"
+    assert store.session(phone.number)["at"] == "fever:temperature"
 
 
 def test_a_commit_after_another_message_of_the_patient_is_refused_and_the_step_reruns(
@@ -111,7 +111,7 @@ def test_a_commit_after_another_message_of_the_patient_is_refused_and_the_step_r
     result = svc.engine.handle(stale.session, "yes", now=now, phone=phone.number,
                                profile=svc._context_from({}, now))
     assert store.commit(phone.number, "SMa", stale, result, "yes", now) is None
-    assert store.session(phone.number)["state"] == "fever:temperature"  # not overwritten
+    assert store.session(phone.number)["at"] == "fever:temperature"  # not overwritten
     assert not records(app)  # and the stale step's record was not written
     # the service's own loop: read again, step again, commit
     real_read = store.read
@@ -177,7 +177,7 @@ def test_texts_from_a_process_with_other_rules_read_through_the_dictionary_in_re
                   codec=Codec(build_dictionary(tmp_path / "flows")))
     assert other.codec.id != store.codec.id
     assert "ANY of these" in other.transcript(phone.number)[1]["text"]
-    assert other.session(phone.number)["state"] == "fever:danger_signs"
+    assert other.session(phone.number)["at"] == "fever:danger_signs"
 
 
 # ------------------------------------------------------------------ the per-number rate limit
@@ -274,7 +274,7 @@ def test_a_retried_message_gives_the_same_reply_and_state_and_counts_once(app: A
     first = svc.handle_sms(phone.number, "SMr1", "fever", now=t0)
     again = svc.handle_sms(phone.number, "SMr1", "fever", now=t0 + 5)
     assert again.duplicate and again.reply == first.reply
-    assert again.state == first.state == "fever:danger_signs"
+    assert again.state == first.state == "asking" and first.pending == "fever:danger_signs"
     assert svc.store.raw.hget(meta_key(phone.number), "rn") == b"1"  # counted once
     # a throttled text's retry: the same (empty) answer, no second notice
     saved = [svc.handle_sms(phone.number, f"SMq{i}", "hello", now=t0 + 10 + i)
