@@ -416,10 +416,11 @@ def test_patient_page_history_refreshes_itself(browser: Any, page: Any,
     assert page.locator("#history-rows tr").count() == 1
     page.evaluate("window.__sameDocument = 'yes'")
     page.wait_for_selector("#poll-status:has-text('Live')")
-    text(live, phone, "I have chest pain <b>bad</b>")  # a new episode, no reload
+    # minutes after the URGENT outcome: the same episode, raised to EMERGENCY, no reload
+    text(live, phone, "I have chest pain <b>bad</b>")
     page.wait_for_selector('#history-rows tr[data-tier="EMERGENCY"]')
     assert page.evaluate("window.__sameDocument") == "yes"
-    assert page.locator("#history-rows tr").count() == 2
+    assert page.locator("#history-rows tr").count() == 1
     assert page.locator("#history-rows tr").first.get_attribute("data-tier") == "EMERGENCY"
     texts = page.locator("#patient-texts .msg-in .text").all_text_contents()
     assert "I have chest pain <b>bad</b>" in texts
