@@ -18,8 +18,8 @@ from typing import Any
 import redis
 
 from .clock import iso_utc
+from .keys import AUDIT as STREAM
 
-STREAM = "triage:audit"
 ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ack", "resolve",
            "call", "note", "assign", "enroll", "profile_update", "profile_status", "export")
 

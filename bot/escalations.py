@@ -44,6 +44,7 @@ from typing import Any
 import redis
 
 from .clock import iso_utc as _iso
+from .keys import episode_events_key, episode_key, esc_key, events_key, members_key
 from .store import STATUS
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
@@ -64,18 +65,6 @@ CALL_NOTE_MAX = 500
 
 class TransitionError(ValueError):
     """The escalation is not in a state that allows this action."""
-
-
-def esc_key(rid: str) -> str:
-    return f"triage:esc:{rid}"
-
-
-def events_key(rid: str) -> str:
-    return f"triage:esc:{rid}:events"
-
-
-def members_key(rid: str) -> str:
-    return f"triage:esc:{rid}:members"
 
 
 def escalation_tier(rec: dict[str, Any], esc: dict[str, str]) -> str:
@@ -172,14 +161,6 @@ def episode_of(rec: dict[str, Any]) -> str:
     """The episode a record belongs to: its conversation (a record from no conversation is an
     episode of its own)."""
     return str(rec.get("episode_id") or rec.get("conversation_id") or f"record-{rec['id']}")
-
-
-def episode_key(phone: str, episode: str) -> str:
-    return f"triage:episode:{{{phone}}}:{episode}"
-
-
-def episode_events_key(phone: str, episode: str) -> str:
-    return episode_key(phone, episode) + ":events"
 
 
 def _episode_event(r: redis.Redis, phone: str, episode: str, event: dict[str, Any],

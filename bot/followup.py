@@ -27,6 +27,7 @@ from typing import Any
 from .clock import iso_utc as iso
 from .conversation.engine import Result
 from .escalations import add_event, esc_key
+from .keys import FOLLOWUPS, link_key
 from .notify import SendError, SmsBackend, text_patient
 from .paging import LEASE_SECONDS, WORKER, backoff, claim_due, due_members, record_time
 from .service import TriageService
@@ -34,13 +35,8 @@ from .store import mask_phone
 
 log = logging.getLogger(__name__)
 
-FOLLOWUPS = "triage:followups"
 LINK_TTL = 7 * 24 * 3600
 NOT_TEXTED_STATUSES = ("paused", "discharged")  # profile status: no unsolicited texts
-
-
-def link_key(conversation_id: str) -> str:
-    return f"triage:followup:conv:{conversation_id}"
 
 
 def wants_follow_up(rec: dict[str, Any]) -> bool:

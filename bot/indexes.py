@@ -32,7 +32,6 @@ indexes; the records stream itself is not trimmed here (see docs/performance.md)
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -40,12 +39,13 @@ from typing import Any
 
 import redis
 
-from .store import RECORDS, STATUS
+from .keys import IDX_ACTED as ACTED
+from .keys import IDX_CURSOR as CURSOR
+from .keys import IDX_ROUTINE as ROUTINE
+from .keys import esc_key, open_key, phone_key, time_key
+from .store import RECORDS, STATUS, decode_record
 
 log = logging.getLogger(__name__)
-CURSOR = "triage:idx:cursor"
-ACTED = "triage:idx:acted"
-ROUTINE = "triage:idx:routine"
 OPEN_TIERS = ("EMERGENCY", "URGENT", "SOON")  # ROUTINE never enters the open queue
 ALL_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")
 ROUTINE_KEEP = 2000
@@ -53,18 +53,6 @@ BATCH = 1000  # records indexed per pipeline
 MAX_BATCHES = 200  # per tick: 200,000 records; the rest next tick (readers read the tail)
 DEFAULT_RETENTION_DAYS = 400
 ISO = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def open_key(tier: str) -> str:
-    return f"triage:idx:open:{tier}"
-
-
-def time_key(tier: str) -> str:
-    return f"triage:idx:time:{tier}"
-
-
-def phone_key(phone: str) -> str:
-    return f"triage:idx:phone:{{{phone}}}"
 
 
 def retention_days(config: Any = None) -> int:
@@ -137,10 +125,10 @@ def catch_up(r: redis.Redis, now: float, days: int = DEFAULT_RETENTION_DAYS,
 
 def _decode(rid: str, fields: dict[str, str]) -> dict[str, Any] | None:
     try:
-        rec = json.loads(fields["data"])
+        rec: dict[str, Any] | None = decode_record(fields)
     except (KeyError, TypeError, ValueError):
         rec = None
-    if not isinstance(rec, dict):
+    if rec is None:
         log.error("record %s cannot be read; left out of the care-team indexes", rid)
         return None
     return rec
@@ -157,7 +145,7 @@ def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float
     read = r.pipeline(transaction=False)
     read.hmget(STATUS, ids)
     for rid in ids:
-        read.hmget(f"triage:esc:{rid}", "acknowledged_at", "resolved_at", "overdue")
+        read.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
     statuses, *escs = read.execute()
     oldest = now - days * 86400
     write = r.pipeline(transaction=False)
@@ -199,7 +187,7 @@ def reconcile(r: redis.Redis) -> None:
     read = r.pipeline(transaction=False)
     read.hmget(STATUS, [rid for _, rid, _ in members])
     for _, rid, _ in members:
-        read.hmget(f"triage:esc:{rid}", "acknowledged_at", "resolved_at", "overdue")
+        read.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
     statuses, *escs = read.execute()
     write = r.pipeline(transaction=False)
     for (tier, rid, ts), status, esc in zip(members, statuses, escs, strict=True):
@@ -358,10 +346,10 @@ def overview_facts(r: redis.Redis, start: float, end: float, day_edges: list[flo
     for rid, rec in fresh:  # indexed while we read? then already counted
         pipe.zscore(time_key(rec.get("tier", "")), rid)
     for _tier, rid, _ in live:
-        pipe.hmget(f"triage:esc:{rid}", "acknowledged_at", "resolved_at", "overdue")
+        pipe.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
         pipe.hget(STATUS, rid)
     for rid, _rec in fresh:
-        pipe.hmget(f"triage:esc:{rid}", "acknowledged_at", "resolved_at", "overdue")
+        pipe.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
         pipe.hget(STATUS, rid)
     got = pipe.execute()
     scores, rest = got[: len(fresh)], got[len(fresh):]

@@ -50,6 +50,7 @@ import redis
 from flask import Flask
 
 from .clock import iso_utc as _iso
+from .keys import delivery_key
 from .sms import to_gsm7
 from .store import append_sent_text, mask_phone
 
@@ -202,10 +203,6 @@ _SHOWN = {"accepted": QUEUED, "scheduled": QUEUED, "queued": QUEUED, "sending": 
 _RANK = {QUEUED: 0, SENT: 1, DELIVERED: 2, UNDELIVERED: 2, FAILED: 2}  # final statuses: 2
 HISTORY_MAX = 12
 _SID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def delivery_key(rid: str) -> str:
-    return f"triage:esc:{rid}:delivery"
 
 
 def recipient_id(secret: str, number: str) -> str:

@@ -59,20 +59,18 @@ from .escalations import (
     members_key,
     status,
 )
+from .keys import DEAD_LETTERS, DEADLINES, DUE, holder_key, ledger_key
 from .notify import ON_CALL, Outbox, SendError, scrub
 from .sms import segments, to_gsm7
-from .store import RECORDS, STATUS, Store, mask_phone
+from .store import RECORDS, STATUS, Store, decode_record, mask_phone
 
 log = logging.getLogger(__name__)
 
 GROUP = "pagers"
-DUE = "triage:pages:due"
-DEADLINES = "triage:pages:deadline"
 PAGED_TIERS = ("EMERGENCY", "URGENT")
 WORRYING_TIERS = ("SOON", "URGENT", "EMERGENCY")
 LEASE_SECONDS = 120.0       # a claimed job not finished by then is picked up again
 EMERGENCY_LEASE_SECONDS = 15.0  # ... an EMERGENCY page sooner: a crash delays it <= ~30 s
-DEAD_LETTERS = "triage:deadletter"  # list: records that could not be read (JSON), newest first
 MAX_BACKOFF_SECONDS = 1800.0
 BATCH = 100
 WORKER = "worker"           # the "who" of the worker's events
@@ -83,14 +81,6 @@ RAISED = "raised"  # same conversation as an open escalation, a higher tier: rai
 OVERDUE_ROUND = "overdue"
 PAGE_ONCE_TTL = 7 * 24 * 3600
 
-
-def holder_key(phone: str, episode: str) -> str:
-    """The record holding the conversation's escalation (the patient's hash tag)."""
-    return f"triage:escalation:{{{phone}}}:{episode}"
-
-
-def ledger_key(rid: str) -> str:
-    return f"triage:esc:{rid}:pages"
 
 # Claim a due job: only the worker that moves its score forward runs it (several workers).
 _CLAIM = """
@@ -183,10 +173,7 @@ def _parse(r: redis.Redis, rid: str, fields: dict[str, str] | None
     if not fields:
         return rid, None  # trimmed or deleted meanwhile
     try:
-        rec = json.loads(fields["data"])
-        if not isinstance(rec, dict):
-            raise ValueError("not a JSON object")
-        return rid, rec
+        return rid, decode_record(fields)
     except (KeyError, ValueError) as exc:
         dead_letter(r, rid, fields, f"{type(exc).__name__}: {exc}"[:200])
         return rid, None

@@ -14,12 +14,12 @@ from typing import Any
 
 import redis
 
+from .keys import PATIENTS
 from .profile_fields import BY_NAME, CAREGIVER_RELATIONSHIPS, FIELDS, MRN_RE, Field
 from .store import profile_key
 
 __all__ = ["BY_NAME", "CAREGIVER_RELATIONSHIPS", "FIELDS", "MRN_RE", "Field", "ProfileError"]
 
-PATIENTS = "triage:patients"
 PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")  # E.164, as Twilio sends From
 
 

@@ -62,40 +62,27 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .keys import (
+    INFLIGHT,
+    RECORDS,
+    STATUS,
+    dedup_key,
+    meta_key,
+    optout_key,
+    profile_key,
+    session_key,
+    texts_key,
+    transcript_key,
+)
 from .privacy import mask_phone  # noqa: F401  (the one masking helper; kept importable here)
 from .textcodec import Codec, dict_key
 
 log = logging.getLogger(__name__)
 
-RECORDS = "triage:records"
-STATUS = "triage:status"
-INFLIGHT = "triage:inflight"
 OPTED_OUT_STATE = "opted_out"  # the engine's state after STOP
 TRANSCRIPT_MAX = 1000  # the older transcript stream (notify.text_patient still appends there)
 TRANSCRIPT_TTL = 90 * 24 * 3600
 TEXTS_MAX = 500  # texts kept per patient in Redis (the dashboard shows at most the last 300)
-
-
-def session_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:session"
-
-
-def dedup_key(phone: str, sid: str) -> str:
-    """Before issue 9 each MessageSid had a key of its own; still read (until they expire),
-    never written: MessageSids are now fields of the patient's meta hash."""
-    return f"triage:{{{phone}}}:sid:{sid}"
-
-
-def optout_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:optout"
-
-
-def transcript_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:transcript"
-
-
-def profile_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:profile"
 
 
 # --------------------------------------------------------------------------- embedded Redis
@@ -441,18 +428,27 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def texts_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:texts"
-
-
-def meta_key(phone: str) -> str:
-    return f"triage:{{{phone}}}:meta"
-
-
 def dedup_field(sid: str) -> str:
     """A MessageSid's field in the patient's meta hash: 'd' + 9 characters of its hash (34
     characters saved per text; a collision needs 2^36 texts from one number)."""
     return "d" + hashlib.blake2b(sid.encode(), digest_size=7).hexdigest()[:9]
+
+
+# -- triage records: the one encoding (a stream entry's ``data`` field, compact JSON)
+def encode_record(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def decode_record(fields: dict[str, Any] | None) -> dict[str, Any]:
+    """A record stream entry's fields -> the record. Raises ValueError (or KeyError) when it
+    cannot be read; callers send such an entry to the dead letters or leave it out."""
+    if not fields:
+        raise KeyError("data")
+    raw = fields["data"]
+    rec = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    return rec
 
 
 @dataclass
@@ -650,7 +646,7 @@ class Store:
             rec = dict(record)
             rec.pop("id", None)
             rec.setdefault("status", "open")
-            rec_args += [json.dumps(rec, separators=(",", ":")), rec["status"]]
+            rec_args += [encode_record(rec), rec["status"]]
         inflight = "" if throttled else ("a" if result.in_checklist else "r")
         args: list[bytes | str | int] = [
             "" if throttled or snap is None else snap.version, body,
@@ -705,7 +701,7 @@ class Store:
         record.pop("id", None)
         record.setdefault("status", "open")
         return str(self.r.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
-                               json.dumps(record, separators=(",", ":")), record["status"]))
+                               encode_record(record), record["status"]))
 
     def records(self, *, tiers: Iterable[str] = (), status: str | None = None,
                 phone: str | None = None, limit: int = 200, batch: int = 500
@@ -722,7 +718,7 @@ class Store:
             for (rid, fields), st in zip(chunk, statuses, strict=True):
                 if rid == last:
                     continue
-                rec = json.loads(fields["data"])
+                rec = decode_record(fields)
                 rec["status"] = st or rec.get("status", "open")
                 if tiers and rec.get("tier") not in tiers:
                     continue
@@ -742,7 +738,7 @@ class Store:
         found = self.r.xrange(RECORDS, min=rid, max=rid)
         if not found:
             return None
-        rec = json.loads(found[0][1]["data"])
+        rec = decode_record(found[0][1])
         rec["status"] = self.r.hget(STATUS, rid) or rec.get("status", "open")
         return {"id": rid, **rec}
 

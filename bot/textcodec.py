@@ -25,14 +25,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from .keys import dict_key  # noqa: F401
+
 MARK = b"\x01"  # never the first byte of JSON or of a text this service writes
 ID_BYTES = 4
 WINDOW = 32 * 1024  # deflate can refer back this far: the dictionary's useful size
 _MIN_CHARS, _MIN_SPACES = 20, 3  # sentences, not the wordings lists
-
-
-def dict_key(dict_id: bytes) -> str:
-    return f"triage:zdict:{dict_id.hex()}"
 
 
 def _strings(node: Any, out: list[str]) -> None:

@@ -24,9 +24,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .clock import now_iso
+from .keys import USERS, fail_key, user_key
 
 ROLES = ("nurse", "admin")
-USERS = "triage:users"
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 MIN_PASSWORD = 10
 MAX_FAILURES = 5
@@ -56,14 +56,6 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-
-def user_key(username: str) -> str:
-    return f"triage:user:{username}"
-
-
-def fail_key(username: str, client: str) -> str:
-    return f"triage:login:fail:{username}:{client}"
 
 
 def normalise(username: str) -> str:

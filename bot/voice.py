@@ -54,14 +54,13 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from . import audit
 from .escalations import OPEN, TransitionError, acknowledge, add_event, esc_key, status
+from .keys import VOICE_DUE, VOICE_WAITING, line_key, voice_key
 from .notify import NOT_DELIVERED, ON_CALL, Outbox, Receipts, SendError
 from .paging import BATCH, LEASE_SECONDS, WORKER, claim_due, due_members, page_kind, record_time
 from .store import Store, mask_phone
 
 log = logging.getLogger(__name__)
 
-VOICE_DUE = "triage:voice:due"
-VOICE_WAITING = "triage:voice:waiting"  # record id -> since when it waits for a free phone
 VOICE_TIERS = ("EMERGENCY",)
 WATCHING, CALLING, ACKNOWLEDGED, STOPPED, EXHAUSTED, NOT_NEEDED, NOT_POSSIBLE = (
     "watching", "calling", "acknowledged", "stopped", "exhausted", "not_needed", "not_possible")
@@ -79,16 +78,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 RID_RE = re.compile(r"^\d{1,20}-\d{1,10}$")
-
-
-def voice_key(rid: str) -> str:
-    return f"triage:esc:{rid}:voice"
-
-
-def line_key(line_id: str) -> str:
-    """One rota phone (by its recipient id, not its number) while an escalation call to it is
-    under way: two escalations never ring the same phone at once."""
-    return f"triage:voice:line:{line_id}"
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,19 @@ class Reader:
                            re.split(r"[\s|]+", w)):
                         vocab.update(word + s for s in _SUFFIXES)
         build.save()
+        # Each concept's literal words and word* stems: a text with none of them cannot match
+        # any of its wordings, so its patterns are not run (most texts name a few concepts).
+        self._needs: list[tuple[frozenset[str], frozenset[str]] | None] = []
+        for c in self.concepts.values():
+            words: set[str] = set()
+            stems: set[str] = set()
+            for w in c.wordings:
+                for tok in re.split(r"[\s|]+", w.lower().replace("'", "")):
+                    if not tok or tok.startswith("~"):
+                        continue
+                    (stems if tok.endswith("*") else words).add(tok.rstrip("*"))
+            self._needs.append((frozenset(words), frozenset(stems)) if words or stems
+                               else None)
         self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
             "negation_forward", "negation_backward", "pseudo", "historical", "hypothetical",
             "hypothetical_after", "uncertain")}
@@ -423,7 +436,12 @@ class Reader:
         joined = " " + " ".join(tokens) + " "
         starts = _token_starts(tokens)
         matches: list[tuple[int, int, Concept]] = []
-        for concept, rx, not_rx in self._patterns:
+        present = frozenset(tokens)
+        starts_of = {t[:i] for t in present for i in range(1, len(t) + 1)}
+        for (concept, rx, not_rx), needs in zip(self._patterns, self._needs, strict=True):
+            if needs is not None and needs[0].isdisjoint(present) and \
+                    needs[1].isdisjoint(starts_of):
+                continue
             found = [_span_to_tokens(starts, m.start(), m.end()) for m in rx.finditer(joined)]
             if found and not_rx is not None:
                 unlike = [_span_to_tokens(starts, m.start(), m.end())

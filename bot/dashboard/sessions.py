@@ -37,17 +37,15 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import CallbackDict
 
+from ..keys import WEBSESSION_PREFIX as PREFIX
+from ..keys import websession_key as session_key
+
 log = logging.getLogger(__name__)
 
-PREFIX = "triage:websession:"
 USER_INDEX = PREFIX + "user:"
 ANONYMOUS_SECONDS = 12 * 3600  # the sign-in page's CSRF token: a page left open all night
 ANONYMOUS_PREFIX = "a."
 _SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-def session_key(sid: str) -> str:
-    return PREFIX + hashlib.sha256(sid.encode()).hexdigest()
 
 
 def user_index(username: str) -> str:

@@ -38,6 +38,7 @@ import redis
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .. import users
+from ..keys import address_key, backoff_key, spray_key
 
 DEVICE_COOKIE = "triage_device"
 DEVICE_DAYS = 90
@@ -68,18 +69,6 @@ class Limits:
             spray_max=int(config.get("LOGIN_SPRAY_MAX_USERNAMES", d.spray_max)),
             spray_window=int(config.get("LOGIN_SPRAY_WINDOW_SECONDS", d.spray_window)),
         )
-
-
-def backoff_key(username: str) -> str:
-    return f"triage:login:backoff:{username}"
-
-
-def address_key(address: str) -> str:
-    return f"triage:login:addr:{address}"
-
-
-def spray_key(address: str) -> str:
-    return f"triage:login:spray:{address}"
 
 
 @dataclass(frozen=True)
