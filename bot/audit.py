@@ -21,7 +21,8 @@ from .clock import iso_utc
 from .keys import AUDIT as STREAM
 
 ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ack", "resolve",
-           "call", "note", "assign", "enroll", "profile_update", "profile_status", "export")
+           "call", "note", "assign", "enroll", "profile_update", "profile_status", "export",
+           "view_deadletters")
 
 
 def log(r: redis.Redis, who: str, action: str, target: str = "", detail: str = "",
