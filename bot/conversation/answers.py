@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..sms import to_gsm7
 from . import parsing
 from .flows import Flow, Question, Score
-from .reading import Reading
+from .reading import Finding, Reading
 from .session import Answer, Conversation, Fact, Session
 
 if TYPE_CHECKING:
@@ -61,6 +61,36 @@ class Answers:
                 learned = True
         filled = self.fill_answers()
         return bool(learned or new or filled)
+
+    def combine_across_texts(self) -> list[Finding]:
+        """The flow files' combinations over everything the conversation's texts said, not one
+        text alone: "nose bleeding again", then "its been going 35 mins now" is a bleed past 30
+        minutes. New concepts join the conversation's signs; the red flags among them are
+        returned (the turn answers them as red flags)."""
+        conv = self.conv
+        signs = set(conv.signs)
+        flags: list[Finding] = []
+        for combo in self.e.reader.combinations:
+            if combo.then in signs or not combo.all or not all(c in signs for c in combo.all):
+                continue
+            values = conv.values
+            if any(values.get(k, float("inf") if k in combo.or_unknown else float("-inf")) < v
+                   for k, v in combo.at_least.items()):
+                continue
+            if any(values.get(k, float("-inf") if k in combo.or_unknown else float("inf")) >= v
+                   for k, v in combo.below.items()):
+                continue
+            signs.add(combo.then)
+            conv.signs.append(combo.then)
+            self.fact(f"saw_{combo.then}", "patient_text")
+            words = " ... ".join(conv.quotes.get(c, c) for c in (*combo.all, *combo.at_least))
+            conv.quotes.setdefault(combo.then, words[:120])
+            concept = self.e.reader.concepts.get(combo.then)
+            if concept is not None and concept.kind == "red_flag":
+                flags.append(Finding(combo.then, "red_flag", words, 0, 0))
+        if flags:
+            self.fill_answers()
+        return flags
 
     def absorb_context(self, reading: Reading) -> bool:
         """Treatment facts from the patient's words (CAR-T 5 days ago, chemo last week,

@@ -697,7 +697,8 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     # blood pressure (systolic)
     bp = r"(?:bp|blood pressure|pressure|top number|systolic)"
     for m in re.finditer(rf" {bp}(?: (?:is|was|at|of|reads|says|shows|only|down|to|about|"
-                         rf"now|just))* (\d{{2,3}})(?:/(\d{{2,3}})| over (\d{{2,3}}))?(?= )", s):
+                         rf"now|just|machine|monitor|cuff|reading|said|showing))* (\d{{2,3}})"
+                         rf"(?:/(\d{{2,3}})| over (\d{{2,3}}))?(?= )", s):
         value = float(m.group(1))
         put("systolic_bp", value if 40 <= value <= 260 else None, m.group(0))
     for m in re.finditer(r" (\d{2,3})/(\d{2,3})(?= )", s):

@@ -501,6 +501,9 @@ class Turn:
         flow, q = cur
         conv = self.conv()
         learned = self.answers.absorb(reading)
+        across = self.answers.combine_across_texts()
+        if across:  # news that makes a red flag with what earlier texts said
+            return self.red_flag(across)
         if q.id in conv.answers:  # the text answered the pending question by meaning
             return self.move_on(flow, after=q)
         value = self.answers.parse(q, text)
@@ -514,7 +517,15 @@ class Turn:
             if self.e.assessor.decided(conv, self.s.risk_window, flow.id):
                 return self.after_checklist()
             return self.e.compose(Opt(self.fill(self.m["noted"])), self.question_text(q))
-        if value is None and (norm in ACK_WORDS or reading.question):
+        red_flag_ack = value is None and q.red_flag and norm in ACK_WORDS
+        if red_flag_ack and conv.retries.get(q.id, 0) == 0:
+            # "ok" is never a yes; to a red-flag question it is an answer that cannot be
+            # understood (rule 4): asked once more, then the worse answer is taken (below).
+            conv.retries[q.id] = 1
+            conv.acks[q.id] = conv.acks.get(q.id, 0) + 1
+            return self.e.compose(Opt(self.fill(self.m["ack_reask"])), self.question_text(q),
+                                  Opt(self.fill(self.m["example"].format(example=q.example))))
+        if value is None and not red_flag_ack and (norm in ACK_WORDS or reading.question):
             conv.acks[q.id] = conv.acks.get(q.id, 0) + 1
             if conv.acks[q.id] <= 2:
                 note = self.m["ack_reask"] if norm in ACK_WORDS else self.m["question_reask"]
