@@ -73,12 +73,7 @@ class Answers:
         for combo in self.e.reader.combinations:
             if combo.then in signs or not combo.all or not all(c in signs for c in combo.all):
                 continue
-            values = conv.values
-            if any(values.get(k, float("inf") if k in combo.or_unknown else float("-inf")) < v
-                   for k, v in combo.at_least.items()):
-                continue
-            if any(values.get(k, float("-inf") if k in combo.or_unknown else float("inf")) >= v
-                   for k, v in combo.below.items()):
+            if not combo.values_hold(conv.values):
                 continue
             signs.add(combo.then)
             conv.signs.append(combo.then)

@@ -129,6 +129,14 @@ class Combination:
     below: dict[str, float] = field(default_factory=dict)
     or_unknown: frozenset[str] = frozenset()
 
+    def values_hold(self, values: Mapping[str, float]) -> bool:
+        """The value tests: each ``at_least``/``below`` holds, a missing value passing only
+        where ``or_unknown`` names it."""
+        def value(k: str, missing: float) -> float:
+            return values.get(k, -missing if k in self.or_unknown else missing)
+        return all(value(k, float("-inf")) >= v for k, v in self.at_least.items()) and \
+            all(value(k, float("inf")) < v for k, v in self.below.items())
+
 
 # --------------------------------------------------------------------------- text preparation
 
@@ -481,12 +489,7 @@ class Reader:
         for combo in self.combinations:
             if reading.has(combo.then) or not all(reading.has(c) for c in combo.all):
                 continue
-            values = reading.values
-            if any(values.get(k, float("inf") if k in combo.or_unknown else float("-inf")) < v
-                   for k, v in combo.at_least.items()):
-                continue
-            if any(values.get(k, float("-inf") if k in combo.or_unknown else float("inf")) >= v
-                   for k, v in combo.below.items()):
+            if not combo.values_hold(reading.values):
                 continue
             parts = [f for f in reading.findings if f.current and f.concept in combo.all]
             concept = self.concepts[combo.then]
