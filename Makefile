@@ -17,6 +17,7 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q bot wsgi.py  # bytecode, as an installed wheel has it (start-up)
 	touch $@
 
 run: $(BIN)/.installed

@@ -56,6 +56,41 @@ BASE_URL = "https://bench.example.org"
 CONVERSATION = ["fever", "no", "36.9", "no", "no", "no", "1", "no"]
 THREADS, CONNECTIONS = 2, 8
 BIN = Path(sys.executable).parent
+TICK = os.sysconf("SC_CLK_TCK")
+REDIS_PIDS: list[int] = []  # the redis-server of the load rounds (its CPU per request)
+
+
+def cpu_seconds(pids: Iterator[int] | list[int]) -> float:
+    """User + system CPU of these processes so far (/proc/<pid>/stat), 0 for one gone."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / TICK
+
+
+def children_cpu() -> float:
+    """CPU of the children waited for so far (wrk, once its run has ended)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def group(pgid: int) -> list[int]:
+    """The processes of a process group (gunicorn's master and its workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
 
 LUA = r"""
 local counter = 0
@@ -113,6 +148,7 @@ def redis_server(folder: Path) -> Iterator[str]:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
          "no", "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
+    REDIS_PIDS.append(proc.pid)
     try:
         client = redis.Redis.from_url(url)
         for _ in range(400):
@@ -123,6 +159,7 @@ def redis_server(folder: Path) -> Iterator[str]:
                 time.sleep(0.025)
         yield url
     finally:
+        REDIS_PIDS.remove(proc.pid)
         proc.terminate()
         proc.wait(timeout=30)
 
@@ -138,9 +175,9 @@ def service_env(redis_url: str, folder: Path) -> dict[str, str]:
 
 @contextmanager
 def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = None
-             ) -> Iterator[tuple[int, float]]:
+             ) -> Iterator[tuple[int, float, int]]:
     """The app under the project's gunicorn.conf.py on a loopback port: (port, seconds from
-    exec to the first 200 from /healthz)."""
+    exec to the first 200 from /healthz, the process group of its master and workers)."""
     port = free_port()
     argv = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind",
             f"127.0.0.1:{port}", "--chdir", str(ROOT)]
@@ -165,7 +202,7 @@ def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = Non
                 time.sleep(0.005)
         if started is None:
             raise RuntimeError(f"{app} did not start; see {log}")
-        yield port, started
+        yield port, started, proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -504,6 +541,20 @@ def care_reads(folder: Path, sizes: list[int]) -> tuple[dict[int, dict[str, floa
 
 # --------------------------------------------------------------------------- main
 
+def compile_bytecode(root: Path) -> None:
+    """Compile the checkout's modules to bytecode (``__pycache__``, ignored by git), as an
+    installed wheel has them (pip compiles at install): with ``PYTHONDONTWRITEBYTECODE`` set
+    in the environment, each start of a server would otherwise compile every module of the
+    service from source again (about 50 ms here), which no deployment does."""
+    import compileall
+
+    for path in (root / "bot", root / "wsgi.py", root / "scripts" / "bench_baseline.py"):
+        if path.is_dir():
+            compileall.compile_dir(str(path), quiet=1)
+        elif path.exists():
+            compileall.compile_file(str(path), quiet=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few seconds, small numbers")
@@ -522,6 +573,9 @@ def main() -> None:
                          "(e.g. `git archive <commit> | tar -x -C DIR`), interleaved")
     args = ap.parse_args()
     LOAD["tool"] = args.load
+    compile_bytecode(ROOT)
+    if args.compare is not None:
+        compile_bytecode(args.compare)
     if args.startup_only:
         print(startup_only(args.startup_only, args.compare))
         return
@@ -560,7 +614,7 @@ def startup_only(n: int, other: Path | None) -> str:
                     ROOT = root
                     try:
                         env = service_env(url, folder / f"s{i}")
-                        with gunicorn(app, env, folder / f"s{i}.log") as (_, started):
+                        with gunicorn(app, env, folder / f"s{i}.log") as (_, started, _):
                             times[name].append(started * 1000)
                     finally:
                         ROOT = here
@@ -590,9 +644,15 @@ def run(args: argparse.Namespace, folder: Path) -> str:
                 batch += 1
                 reqs = folder / f"round{batch}"
                 write_requests(reqs, batch, args.numbers, conversations)
-                with gunicorn(app, env, folder / f"{name}.log") as (port, started):
+                with gunicorn(app, env, folder / f"{name}.log") as (port, started, pgid):
                     before = commandstats(r)
+                    web, pids = group(pgid), list(REDIS_PIDS)
+                    cpu0 = (cpu_seconds(web), cpu_seconds(pids), children_cpu())
                     res = wrk(port, reqs, args.seconds)
+                    cpu1 = (cpu_seconds(web), cpu_seconds(pids), children_cpu())
+                    for key, a, b in zip(("cpu_web", "cpu_redis", "cpu_load"), cpu0, cpu1,
+                                         strict=True):
+                        res[key] = (b - a) * 1000 / max(1, res["requests"])  # ms a request
                     if name == "service":
                         service_commands += delta(commandstats(r), before)
                         served += res["requests"]
@@ -602,7 +662,7 @@ def run(args: argparse.Namespace, folder: Path) -> str:
             batch += 1
             reqs = folder / f"round{batch}"
             write_requests(reqs, batch, args.numbers, conversations)
-            with gunicorn("wsgi:app", env, folder / "scan.log", workers) as (port, _):
+            with gunicorn("wsgi:app", env, folder / "scan.log", workers) as (port, _, _):
                 scan[workers] = wrk(port, reqs, args.seconds)["rps"]
         msg = per_message(url, folder, 20 if args.smoke else 100)
     reads, mem = care_reads(folder, sizes)
@@ -628,6 +688,13 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
                   f"{s_rps / b_rps:.2f}x"))
     lines.append(("p50 latency", f"{b50:.1f} ms", f"{s50:.1f} ms", f"{s50 / b50:.2f}x"))
     lines.append(("p99 latency", f"{b99:.1f} ms", f"{s99:.1f} ms", f"{s99 / b99:.2f}x"))
+    if "cpu_web" in results["service"][0]:
+        lines.append(("CPU a request: web / Redis / wrk",
+                      " / ".join(f"{med('baseline', k):.2f}" for k in
+                                 ("cpu_web", "cpu_redis", "cpu_load")) + " ms",
+                      " / ".join(f"{med('service', k):.2f}" for k in
+                                 ("cpu_web", "cpu_redis", "cpu_load")) + " ms",
+                      f"web {med('service', 'cpu_web') / med('baseline', 'cpu_web'):.2f}x"))
     lines.append(("failed requests / replays", f"{errors['baseline']} / {wrapped['baseline']}",
                   f"{errors['service']} / {wrapped['service']}", ""))
     lines.append(("Redis round trips per message", f"{msg['baseline_trips']:.1f}",
