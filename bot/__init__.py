@@ -18,11 +18,11 @@ import redis
 from flask import Flask
 
 from . import config
-from .conversation import reading
+from .conversation import reading, snapshot
 from .conversation.engine import Engine
 from .conversation.flows import load_library
 from .privacy import MaskPhones, install_log_masking, mask_phone, mask_text
-from .rules_version import rules_version
+from .rules_version import HASH_CHARS, full_digest, human_version, rules_version
 from .service import TriageService
 from .spool import Spool
 from .store import RateLimit, Store, embedded_redis_url
@@ -94,18 +94,31 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     reading.PATTERN_CACHE_DIR = app.instance_path
     # The rules' version is taken from the same files the library is loaded from: hashed
     # before and after loading, so an edit saved mid-start cannot be stamped with the wrong one.
-    version = rules_version(app.config["FLOWS_DIR"])
-    library = load_library(app.config["FLOWS_DIR"])
-    if rules_version(app.config["FLOWS_DIR"]) != version:
-        raise RuntimeError(f"{app.config['FLOWS_DIR']}: flow files changed while loading; "
-                           f"start again")
+    flows_dir = app.config["FLOWS_DIR"]
+    version, digest = human_version(flows_dir), full_digest(flows_dir)
+    version = f"{version}+{digest[:HASH_CHARS]}"
+    engine_settings = {"oncology_line": app.config["ONCOLOGY_LINE_NUMBER"],
+                       "care_team": app.config["CARE_TEAM_NUMBER"],
+                       "max_body_chars": app.config["MAX_BODY_CHARS"],
+                       "rules_version": version}
+
+    def build() -> Engine:
+        library = load_library(flows_dir)
+        if rules_version(flows_dir) != version:
+            raise RuntimeError(f"{flows_dir}: flow files changed while loading; start again")
+        return Engine(library, **engine_settings)
+
+    # The built engine is kept in the instance folder for the next process (start-up, issue
+    # 9): loaded only for the same flow files, core code and settings, and signed.
+    folder = app.config.get("ENGINE_SNAPSHOT_DIR") or app.instance_path
+    engine, loaded = snapshot.cached(None if folder == "off" else folder, digest,
+                                     engine_settings, app.config["SECRET_KEY"], build)
+    library = engine.lib
+    app.extensions["engine_snapshot"] = loaded
     app.extensions["rules_version"] = version
     app.jinja_env.globals["rules_version"] = version  # the dashboard shows what is running
-    logging.getLogger(__name__).info("clinical rules %s from %s", version,
-                                     app.config["FLOWS_DIR"])
-    engine = Engine(library, oncology_line=app.config["ONCOLOGY_LINE_NUMBER"],
-                    care_team=app.config["CARE_TEAM_NUMBER"],
-                    max_body_chars=app.config["MAX_BODY_CHARS"], rules_version=version)
+    logging.getLogger(__name__).info("clinical rules %s from %s%s", version, flows_dir,
+                                     " (engine snapshot)" if loaded else "")
     timeout = max(50, int(app.config.get("REDIS_TIMEOUT_MS") or 500)) / 1000
     store = Store.from_url(app.config["REDIS_URL"],
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,

@@ -144,6 +144,9 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         # (unset: spool/ under INSTANCE_PATH). Must be a persistent, local disk.
         "SPOOL_DIR": env("SPOOL_DIR", ""),
         "INSTANCE_PATH": env("INSTANCE_PATH", str(default_instance_path())),
+        # The built engine kept for the next process (start-up; bot/conversation/snapshot.py):
+        # unset means INSTANCE_PATH; "off" builds it at every start.
+        "ENGINE_SNAPSHOT_DIR": env("ENGINE_SNAPSHOT_DIR", ""),
         # Twilio
         "TWILIO_AUTH_TOKEN": env("TWILIO_AUTH_TOKEN", ""),
         "TWILIO_ACCOUNT_SID": env("TWILIO_ACCOUNT_SID", ""),

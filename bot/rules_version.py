@@ -36,6 +36,12 @@ def flow_files(flows_dir: str | Path) -> list[Path]:
 def content_hash(flows_dir: str | Path) -> str:
     """sha256 over (name, length, bytes) of every flow file, in name order; 8 hex digits.
     Names are hashed too: renaming a checklist file renames the checklist."""
+    return full_digest(flows_dir)[:HASH_CHARS]
+
+
+def full_digest(flows_dir: str | Path) -> str:
+    """``content_hash`` in full (64 hex digits): with the human version, the key of anything
+    built from the flows (``bot/conversation/snapshot.py``)."""
     digest = hashlib.sha256()
     for path in flow_files(flows_dir):
         data = path.read_bytes()
@@ -43,7 +49,7 @@ def content_hash(flows_dir: str | Path) -> str:
                 f"{path.parent.name}/{path.name}").encode()
         digest.update(len(name).to_bytes(4, "big") + name)
         digest.update(len(data).to_bytes(8, "big") + data)
-    return digest.hexdigest()[:HASH_CHARS]
+    return digest.hexdigest()
 
 
 def human_version(flows_dir: str | Path) -> str:

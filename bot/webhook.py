@@ -33,6 +33,7 @@ from .conversation.engine import Opt
 from .service import TriageService
 from .sms import to_gsm7
 from .store import mask_phone
+from .worker import health  # imported before gunicorn forks: a first /healthz is not slower
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -221,8 +222,6 @@ def fallback_reply(svc: TriageService, body: str, state: str | None = None) -> s
 def healthz() -> tuple[Response, int]:
     """Redis (503 when it does not answer), the worker's heartbeat (silent for more than
     60 s: degraded), dead-lettered records, texts spooled during an outage, the breaker."""
-    from .worker import health
-
     svc = service()
     ok = svc.store.ping()
     body: dict[str, object] = {"redis": "ok" if ok else "down",

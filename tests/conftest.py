@@ -3,9 +3,11 @@ loopback port for the whole run; an app and a signed Twilio client per test."""
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -19,6 +21,8 @@ from twilio.request_validator import RequestValidator
 
 from bot import create_app
 
+SNAPSHOT_DIR = Path(tempfile.mkdtemp(prefix="triage-engine-"))
+atexit.register(shutil.rmtree, SNAPSHOT_DIR, True)
 AUTH_TOKEN = "test-twilio-auth-token"
 API_TOKEN = "test-care-team-token"
 BASE_URL = "https://triage.example.org"
@@ -83,6 +87,9 @@ def settings(redis_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
         # sets them (tests/test_startup_safety.py covers the production refusal).
         "APP_ENV": "local",
         "TESTING": True,
+        # One engine snapshot for the whole run (each test's app loads it instead of building
+        # the engine again); tests/test_startup.py covers the instance-folder default.
+        "ENGINE_SNAPSHOT_DIR": str(SNAPSHOT_DIR),
         **extra,
     }
 

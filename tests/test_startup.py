@@ -107,3 +107,89 @@ def test_the_text_dictionary_is_kept_per_rules_version(tmp_path: Path) -> None:
     assert cached_dictionary(flows, rules_version(flows), tmp_path) == built
     assert cached_dictionary(flows, "other+00000000", tmp_path) == built  # its own file
     assert len(list(tmp_path.glob("text-dictionary-*.bin"))) == 2
+
+
+# -- the engine snapshot (bot/conversation/snapshot.py)
+
+def _engine_build(settings: dict[str, Any]) -> Any:
+    from bot.conversation.engine import Engine
+
+    return Engine(load_library(ROOT / "flows"), **settings)
+
+
+def _snapshot(folder: Path, settings: dict[str, Any], secret: str = "s" * 32) -> Any:
+    from bot.conversation import snapshot
+    from bot.rules_version import full_digest
+
+    return snapshot.cached(folder, full_digest(ROOT / "flows"), settings, secret,
+                           lambda: _engine_build(settings))
+
+
+def _no_ids(value: Any) -> Any:
+    """The conversation's random ids left out (each engine makes its own)."""
+    if isinstance(value, dict):
+        return {k: _no_ids(v) for k, v in value.items()
+                if k not in ("id", "episode_id", "conversation_id")}
+    if isinstance(value, list):
+        return [_no_ids(v) for v in value]
+    return value
+
+
+def _talk(engine: Any, texts: list[str]) -> list[Any]:
+    session, out = None, []
+    for text in texts:
+        result = engine.handle(session, text, phone="+15550001111", profile={}, now=1.8e9)
+        session = result.session
+        out.append(_no_ids([result.reply, result.session, result.records]))
+    return out
+
+
+def test_an_engine_from_its_snapshot_reads_and_talks_exactly_as_a_built_one(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.setattr(reading, "_compiled", {})
+    settings = {"oncology_line": "+15550002222", "care_team": "+15550003333"}
+    built, loaded = _snapshot(tmp_path, settings)
+    assert not loaded and len(list(tmp_path.glob("engine-*.pickle"))) == 1
+    again, loaded = _snapshot(tmp_path, settings)
+    assert loaded and again is not built
+    assert again.machine is not None and again.reader._correct("fevr") == "fever"
+    for (_, rx1, _), (_, rx2, _) in zip(built.reader._patterns, again.reader._patterns,
+                                        strict=True):
+        assert rx1.pattern == rx2.pattern and rx1.flags == rx2.flags and rx1 is not rx2
+    texts = [item["text"] for item in load(ROOT / "tests" / "corpus")]
+    assert len(texts) >= 400
+    for text in texts:
+        assert same(built.read(text), again.read(text)), text
+    for conversation in (["fever", "no", "38.6", "no", "no"], ["No I can't breathe"],
+                         ["nose bleeding 40 mins wont stop"], ["hi", "menu", "2", "yes"]):
+        assert _talk(built, conversation) == _talk(again, conversation), conversation
+
+
+def test_a_snapshot_is_used_only_with_its_key_and_signature(tmp_path: Path) -> None:
+    settings = {"oncology_line": "+15550002222"}
+    _snapshot(tmp_path, settings)
+    assert _snapshot(tmp_path, settings)[1]
+    # another SECRET_KEY: the file does not verify, so the engine is built (and rewritten)
+    assert not _snapshot(tmp_path, settings, secret="t" * 32)[1]
+    assert _snapshot(tmp_path, settings, secret="t" * 32)[1]
+    # other settings: another file, built; a damaged file: built again, never unpickled
+    assert not _snapshot(tmp_path, {"oncology_line": "+15550009999"})[1]
+    path = next(tmp_path.glob("engine-*.pickle"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    engine, loaded = _snapshot(tmp_path, {"oncology_line": "+15550009999"})
+    assert not loaded and engine.oncology_line == "+15550009999"
+
+
+def test_create_app_keeps_the_engine_in_the_instance_folder(tmp_path: Path) -> None:
+    from bot import create_app
+    from conftest import settings as app_settings
+
+    first = create_app(app_settings("redis://127.0.0.1:1/0", tmp_path, ENGINE_SNAPSHOT_DIR=""))
+    assert len(list(Path(first.instance_path).glob("engine-*.pickle"))) == 1
+    assert first.extensions["engine_snapshot"] is False
+    second = create_app(app_settings("redis://127.0.0.1:1/0", tmp_path, ENGINE_SNAPSHOT_DIR=""))
+    assert second.extensions["rules_version"] == first.extensions["rules_version"]
+    assert second.extensions["engine_snapshot"] is True
+    assert second.extensions["triage"].engine is not first.extensions["triage"].engine

@@ -76,6 +76,15 @@ class Engine:
             {f.id: f.window_triggers for f in library.flows.values() if f.window_triggers})
         self.machine = lifecycle.build()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("machine")  # the lifecycle machine (transitions) is built again on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.machine = lifecycle.build()
+
     def _index_findings(self) -> None:
         """Which questions a finding answers, and which checklists a concept leads to."""
         self.fillable: list[tuple[Flow, Question]] = []

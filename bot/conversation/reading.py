@@ -292,16 +292,47 @@ def _load_cached(path: Path | None) -> dict[str, list[Any]]:
         return {}
 
 
-def _program(rx: str) -> list[Any]:
-    """What ``re.compile(rx)`` hands to ``_sre.compile`` (Python 3.11's re._compiler)."""
-    parsed = _re_parser.parse(rx, 0)
-    code = _re_compiler._code(parsed, 0)
+def _program(rx: str, flags: int = 0) -> list[Any]:
+    """What ``re.compile(rx, flags)`` hands to ``_sre.compile`` (Python 3.11's re._compiler)."""
+    parsed = _re_parser.parse(rx, flags)
+    code = _re_compiler._code(parsed, flags)
     groupindex = dict(parsed.state.groupdict)
     indexgroup: list[str | None] = [None] * parsed.state.groups
     for name, i in groupindex.items():
         indexgroup[i] = name
-    return [rx, parsed.state.flags, base64.b64encode(array("I", code).tobytes()).decode(),
+    return [rx, flags | parsed.state.flags,
+            base64.b64encode(array("I", code).tobytes()).decode(),
             parsed.state.groups - 1, groupindex, indexgroup]
+
+
+def program_of(pattern: re.Pattern[str]) -> list[Any]:
+    """A compiled pattern's program (from this process's build cache when it made it), to
+    be handed to ``pattern_from_program`` in another process (``snapshot.py``)."""
+    known = _compiled.get(pattern.pattern)
+    if known is not None and known[0] is pattern and known[1] is not None:
+        return known[1]
+    return _program(pattern.pattern, pattern.flags)
+
+
+def packed_program(pattern: re.Pattern[str]) -> tuple[Any, ...]:
+    """``program_of`` with the code as raw bytes (no base64): what the engine snapshot keeps."""
+    rx, flags, code, groups, groupindex, indexgroup = program_of(pattern)
+    return rx, flags, base64.b64decode(code), groups, groupindex, tuple(indexgroup)
+
+
+def pattern_from_program(rx: str, flags: int, code: bytes, groups: int,
+                         groupindex: dict[str, int], indexgroup: tuple[str | None, ...]
+                         ) -> re.Pattern[str]:
+    """``packed_program``'s pattern again (``_sre.compile`` validates the code); if the
+    program does not fit this Python, compiled from its text."""
+    try:
+        pattern = _sre.compile(rx, flags, array("I", code).tolist(), groups, groupindex,
+                               indexgroup)
+        if pattern.pattern == rx and pattern.groups == groups:
+            return pattern
+    except Exception:  # nosec B110 # compiled from the text below
+        pass
+    return re.compile(rx, flags)
 
 
 def _from_program(entry: list[Any]) -> re.Pattern[str]:
@@ -420,6 +451,15 @@ class Reader:
         self._by_initial: dict[str, list[str]] = {}
         for w in self._vocab:
             self._by_initial.setdefault(w[0], []).append(w)
+        self._correct = lru_cache(maxsize=8192)(self._correct_uncached)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_correct")  # an lru_cache of a bound method: made again on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._correct = lru_cache(maxsize=8192)(self._correct_uncached)
 
     # -- spelling
