@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from twilio.twiml.messaging_response import MessagingResponse
 
 from bot import create_app
 from bot.sms import is_gsm7, segments
+from bot.webhook import twiml_text
 from conftest import BASE_URL, ONCOLOGY_LINE, Phone, records, replies, settings, sign
 
 
@@ -123,6 +128,44 @@ def test_num_media_garbage(phone):
 def test_replies_are_escaped_twiml(phone):
     reply = phone.send("<Message>&</Message>")
     assert reply  # parsed as XML by replies(): nothing the patient typed broke the TwiML
+
+
+@given(st.one_of(st.none(), st.text(), st.text(alphabet=st.sampled_from(
+    [*"&<>\"' \r\n\t]]>", "\u00e9", "\u00a3", "\u0394", "\x00"]))))
+@hyp_settings(max_examples=300, deadline=None)
+def test_the_twiml_is_exactly_what_twilios_messaging_response_prints(text):
+    """The webhook writes its TwiML from a template (issue 9, the hot path); twilio's own
+    builder is the reference, on arbitrary text."""
+    reference = MessagingResponse()
+    if text:
+        reference.message(text)
+    assert twiml_text(text) == str(reference)
+
+
+def test_every_patient_facing_text_is_the_same_twiml_as_twilio_builds(app):
+    engine = app.extensions["triage"].engine
+    texts = [engine.fill(m) for m in engine.msg.values() if isinstance(m, str)]
+    texts += [rf.advice for rf in engine.lib.red_flags]
+    assert len(texts) > 20
+    for text in texts:
+        reference = MessagingResponse()
+        reference.message(text)
+        assert twiml_text(text) == str(reference)
+
+
+def test_a_signature_for_the_url_with_its_port_is_still_accepted(app):
+    """Twilio may sign the URL with the port (https://host:443/sms): the fast check (the URL
+    as configured) misses, and the library's full check accepts it."""
+    client = app.test_client()
+    params = {"From": "+15550001234", "Body": "hi", "MessageSid": "SMport1"}
+    url = BASE_URL.rstrip("/")
+    host = url.split("://", 1)[1]
+    with_port = url.replace(host, host + (":443" if url.startswith("https") else ":80"))
+    resp = client.post("/sms", data=params,
+                       headers={"X-Twilio-Signature": sign(f"{with_port}/sms", params)})
+    assert resp.status_code == 200
+    bad = client.post("/sms", data=params, headers={"X-Twilio-Signature": "AAAA"})
+    assert bad.status_code == 403
 
 
 # ---------------------------------------------------------------- duplicates

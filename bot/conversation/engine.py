@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from ..clock import iso_utc
@@ -52,6 +53,10 @@ class Result:
         return self.session.get("at") or None
 
 
+READ_MEMO_CHARS = 160   # texts this short have their reading remembered (Engine.read)
+READ_MEMO_SIZE = 4096   # how many (at most about 2 MB)
+
+
 class Engine:
     def __init__(self, library: Library, *, oncology_line: str = "", care_team: str = "",
                  max_body_chars: int = 1600, emergency_hold_seconds: float = 24 * 3600,
@@ -75,15 +80,18 @@ class Engine:
         self.window_router = parsing.PhraseMatcher(
             {f.id: f.window_triggers for f in library.flows.values() if f.window_triggers})
         self.machine = lifecycle.build()
+        self._read_memo = lru_cache(maxsize=READ_MEMO_SIZE)(self.reader.read)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("machine")  # the lifecycle machine (transitions) is built again on load
+        state.pop("_read_memo")
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.machine = lifecycle.build()
+        self._read_memo = lru_cache(maxsize=READ_MEMO_SIZE)(self.reader.read)
 
     def _index_findings(self) -> None:
         """Which questions a finding answers, and which checklists a concept leads to."""
@@ -108,7 +116,13 @@ class Engine:
         self.screen_only -= asked
 
     def read(self, text: str) -> Reading:
-        return self.reader.read(text[: self.max_body_chars])
+        """The reader's reading of a text. Short texts are remembered (the same "no", "yes",
+        "1" or "38.5" comes in all day, and a reading depends on the text alone); a Reading is
+        never changed once made, so one can be shared."""
+        text = text[: self.max_body_chars]
+        if len(text) <= READ_MEMO_CHARS:
+            return self._read_memo(text)
+        return self.reader.read(text)
 
     def patient_context(self, profile: dict[str, str], now: float) -> dict[str, Any]:
         """The ``profile`` argument of ``handle``: the profile, its rule-3 windows and the

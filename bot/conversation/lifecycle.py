@@ -19,10 +19,10 @@ moving on does.
 * ``outcome``: the conversation has its tier; "ok", "thanks" get a short close.
 * ``opted_out``: STOP; only START (or a red flag, recorded silently) is heard.
 
-The machine is built once (``model=None``); each message attaches its turn as the model for the
-length of the message (six states: the cost does not grow with flows or questions). Callbacks
-are small functions of the session; the state is read with ``turn.is_asking()`` and the like,
-never by comparing strings.
+The machine is built once (``model=None``); its models are ``Slot``s, each attached once and
+lent to one message's turn at a time (six states: the cost does not grow with flows or
+questions, and no model is added or removed per message). Callbacks are small functions of the
+session; the state is read with ``turn.is_asking()`` and the like, never by comparing strings.
 """
 
 from __future__ import annotations
@@ -89,16 +89,64 @@ def build() -> Machine:
     return machine
 
 
+class Slot:
+    """The machine's model: attached to the machine once (``add_model`` adds the ``is_<state>``
+    tests and the triggers to it, which cost more than the rest of a message's lifecycle
+    work), then lent to one turn at a time. Its ``state`` and ``session`` are the turn's."""
+
+    def __init__(self) -> None:
+        self.turn: Any = None
+
+    @property
+    def session(self) -> Session:
+        return self.turn.session
+
+    @property
+    def state(self) -> str:
+        return self.turn.session.state if self.turn is not None else NEW
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if self.turn is not None:  # add_model sets the initial state before any turn
+            self.turn.session.state = value
+
+    def abandon_if_in_progress(self, why: str) -> None:
+        self.turn.abandon_if_in_progress(why)
+
+
+def _free_slots(machine: Machine) -> list[Slot]:
+    slots = getattr(machine, "triage_free_slots", None)
+    if slots is None:
+        slots = machine.triage_free_slots = []
+    return slots
+
+
 class Attached:
-    """``with Attached(machine, turn):`` the turn is the machine's model for one message."""
+    """``with Attached(machine, turn) as lifecycle:`` a slot of the machine is the turn's for
+    one message (``lifecycle.is_asking()``, ``lifecycle.trigger("ask", at=...)``). Slots are
+    kept for the next message: as many as messages ever handled at once in this process (one
+    per gunicorn sync worker), never one per message or per thread."""
 
     def __init__(self, machine: Machine, model: Any):
         self.machine = machine
         self.model = model
+        self.slot: Slot | None = None
 
-    def __enter__(self) -> Any:
-        self.machine.add_model(self.model, initial=self.model.session.state)
-        return self.model
+    def __enter__(self) -> Slot:
+        free = _free_slots(self.machine)
+        try:
+            slot = free.pop()  # atomic under the GIL: two threads never share a slot
+        except IndexError:
+            slot = Slot()
+            self.machine.add_model(slot, initial=NEW)
+        slot.turn = self.model
+        self.slot = slot
+        return slot
 
     def __exit__(self, *exc: object) -> None:
-        self.machine.remove_model(self.model)
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            if getattr(self.model, "lifecycle", None) is slot:
+                self.model.lifecycle = None  # used after the message: an error, not NEW
+            slot.turn = None
+            _free_slots(self.machine).append(slot)

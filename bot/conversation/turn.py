@@ -52,14 +52,26 @@ class Turn:
     and the triggers ``ask``, ``recheck``, ``conclude``, ``greet``, ``to_menu``, ``opt_out``,
     ``opt_in`` are added while the message is handled (``fire`` calls them by name)."""
 
-    # Set by the lifecycle machine while attached (declared for type checkers).
-    is_new: Any
-    is_menu: Any
-    is_asking: Any
-    is_follow_up: Any
-    is_outcome: Any
-    is_opted_out: Any
-    trigger: Any
+    # The machine's slot while the message is handled (lifecycle.Attached).
+    lifecycle: Any = None
+
+    def is_new(self) -> bool:
+        return bool(self.lifecycle.is_new())
+
+    def is_menu(self) -> bool:
+        return bool(self.lifecycle.is_menu())
+
+    def is_asking(self) -> bool:
+        return bool(self.lifecycle.is_asking())
+
+    def is_follow_up(self) -> bool:
+        return bool(self.lifecycle.is_follow_up())
+
+    def is_outcome(self) -> bool:
+        return bool(self.lifecycle.is_outcome())
+
+    def is_opted_out(self) -> bool:
+        return bool(self.lifecycle.is_opted_out())
 
     def __init__(self, engine: Engine, session: Session, phone: str, now: float):
         self.e = engine
@@ -72,15 +84,6 @@ class Turn:
         self.answers = Answers(engine, session, now)
         self.intro = ""  # a mandatory first part of this turn's reply (first-contact line)
         self.cut = False  # the text was longer than MAX_BODY_CHARS and only its start was read
-
-    # the machine reads and writes the lifecycle state through this attribute
-    @property
-    def state(self) -> str:
-        return self.s.state
-
-    @state.setter
-    def state(self, value: str) -> None:
-        self.s.state = value
 
     # -- helpers
     def result(self, reply: str | None) -> Result:
@@ -161,7 +164,7 @@ class Turn:
 
     # -- the turn
     def run(self, text: str, norm: str, num_media: int) -> Result:
-        with lifecycle.Attached(self.e.machine, self):
+        with lifecycle.Attached(self.e.machine, self) as self.lifecycle:
             return self.result(self.reply_to(text, norm, num_media))
 
     def reply_to(self, text: str, norm: str, num_media: int) -> str | None:
@@ -224,7 +227,7 @@ class Turn:
         """Move the lifecycle (``lifecycle.build`` lists the triggers and their callbacks),
         through the machine's own ``trigger`` (a trigger may share a name with a method here:
         ``ask`` the question vs the ``ask`` transition)."""
-        if not self.trigger(trigger, **kwargs):
+        if not self.lifecycle.trigger(trigger, **kwargs):
             raise RuntimeError(f"lifecycle: {trigger} not allowed from {self.s.state}")
 
     def pending_prompt(self) -> str:
@@ -471,7 +474,7 @@ class Turn:
     def start_follow_up(self, flow: Flow, after_conversation: str) -> str | None:
         """The re-check after a SOON outcome (``Engine.follow_up``): a new conversation of the
         checklist, on its follow-up question. None if the checklist has nothing to ask."""
-        with lifecycle.Attached(self.e.machine, self):
+        with lifecycle.Attached(self.e.machine, self) as self.lifecycle:
             conv = self.start_conv()
             conv.follow_up_of = after_conversation
             self.start_flow(flow.id, "")
