@@ -30,6 +30,9 @@ def is_gsm7(text: str) -> bool:
     return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
 
 
+_GSM7_ALL = frozenset(GSM7_BASIC) | frozenset(GSM7_EXTENDED)
+
+
 def non_gsm7(text: str) -> list[str]:
     return sorted({ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENDED})
 
@@ -53,6 +56,8 @@ def segments(text: str) -> int:
 
 def to_gsm7(text: str) -> str:
     """Best-effort conversion of arbitrary text to GSM-7 (used for anything we echo back)."""
+    if _GSM7_ALL.issuperset(text):  # every reply the flows write: nothing to convert
+        return text
     out = []
     for ch in text:
         if ch in GSM7_BASIC or ch in GSM7_EXTENDED:

@@ -96,6 +96,7 @@ class Engine:
     def _index_findings(self) -> None:
         """Which questions a finding answers, and which checklists a concept leads to."""
         self.fillable: list[tuple[Flow, Question]] = []
+        self.fill_index: list[tuple[Flow, Question, frozenset[str], str | None]] = []
         self.concept_flows: dict[str, list[str]] = {}
         # (concept, flow) where the concept only answers the flow's EMERGENCY screen: "very
         # drowsy" is a fever emergency only with a fever, so it does not lead to that checklist
@@ -108,6 +109,13 @@ class Engine:
                     c for o in q.options for c in o.concepts]
                 if concepts or q.value or q.type == "temperature":
                     self.fillable.append((flow, q))
+                    # What could fill it: one of these signs, or this value (answers.py
+                    # skips the question at once when the conversation has neither).
+                    needs = set(concepts) | ({"no_thermometer"} if q.type == "temperature"
+                                             else set())
+                    value = ("temperature" if q.type == "temperature" else
+                             q.value if q.type == "number" else None)
+                    self.fill_index.append((flow, q, frozenset(needs), value))
                 for c in concepts:
                     self.concept_flows.setdefault(c, [])
                     if flow.id not in self.concept_flows[c]:
