@@ -44,6 +44,8 @@ Service-wide keys:
 from __future__ import annotations
 
 import atexit
+import base64
+import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -53,6 +55,7 @@ import os
 import subprocess  # nosec B404 # starts the embedded redis-server (local use only)
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,9 +437,35 @@ def dedup_field(sid: str) -> str:
     return "d" + hashlib.blake2b(sid.encode(), digest_size=7).hexdigest()[:9]
 
 
-# -- triage records: the one encoding (a stream entry's ``data`` field, compact JSON)
+# -- triage records: the one encoding (a stream entry's ``data`` field)
+# Compact JSON (550 to 900 characters), stored DEFLATE-compressed with a fixed dictionary of
+# the record's own field names and usual values, then base64, behind "z1": about a third of
+# the JSON (docs/performance.md: what keeps a record and its indexes under 1 KB of Redis).
+# Base64 keeps the field text, so every client (decoded strings or bytes) reads it. JSON
+# starts with "{": records written before this read as they are. The dictionary is part of
+# the format: never edit it; a better one is "z2", and "z1" stays readable.
+_RECORD_DICT_V1 = (
+    b'{"phone":"+1","flow":"fever","flows":["fever","bleeding","svc","crs","neuro"],'
+    b'"tier":"ROUTINE","tier":"SOON","tier":"URGENT","tier":"EMERGENCY",'
+    b'"reasons":["temperature 38.0 C or higher"],'
+    b'"all_reasons":["EMERGENCY: ","URGENT: ","SOON: ","ROUTINE: "],'
+    b'"cites":["clinical-rules.md > Fever and infection > EMERGENCY",'
+    b'"clinical-rules.md > Bleeding > URGENT","clinical-rules.md > Red flags"],'
+    b'"answers":{"danger_signs":"no","temperature":"no","chills":"no","feeling":"1"},'
+    b'"kind":"completed","kind":"red_flag","kind":"abandoned","conversation_id":"",'
+    b'"episode_id":"","quotes":{},"texter":"patient","texter":"caregiver",'
+    b'"risk_window_assumed":false,"risk_window_reported":false,'
+    b'"rules_version":"2026-11-26.1+","started_at":"2026-11-26T","created_at":"2026-11-26T",'
+    b'"status":"open","unregistered":false,"risk_windows":[]}')
+_Z1 = "z1"
+
+
 def encode_record(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"))
+    text = json.dumps(record, separators=(",", ":"))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
+                               _RECORD_DICT_V1)
+    packed = _Z1 + base64.b64encode(deflate.compress(text.encode()) + deflate.flush()).decode()
+    return packed if len(packed) < len(text) else text
 
 
 def decode_record(fields: dict[str, Any] | None) -> dict[str, Any]:
@@ -445,7 +474,15 @@ def decode_record(fields: dict[str, Any] | None) -> dict[str, Any]:
     if not fields:
         raise KeyError("data")
     raw = fields["data"]
-    rec = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if text[:2] == _Z1:
+        try:
+            inflate = zlib.decompressobj(-15, zdict=_RECORD_DICT_V1)
+            data = inflate.decompress(base64.b64decode(text[2:], validate=True))
+            text = (data + inflate.flush()).decode()
+        except (zlib.error, binascii.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"compressed record cannot be read: {exc}") from exc
+    rec = json.loads(text)
     if not isinstance(rec, dict):
         raise ValueError("not a JSON object")
     return rec

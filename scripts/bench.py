@@ -429,7 +429,7 @@ def seed(r: redis.Redis, start: int, stop: int, now: float, history_days: float,
     """Records start..stop-1 of the history (older than 30 days, oldest first, so stream ids
     stay increasing), all escalations among them resolved."""
     from bot import escalations
-    from bot.store import RECORDS, STATUS
+    from bot.store import RECORDS, STATUS, encode_record
 
     span = history_days * 86400
     pipe = r.pipeline(transaction=False)
@@ -438,8 +438,7 @@ def seed(r: redis.Redis, start: int, stop: int, now: float, history_days: float,
         tier = TIER_MIX[i % len(TIER_MIX)]
         phone = patient if i % 100_000 == 7 else f"+1556{i % 20000:07d}"
         rid = f"{int(ts * 1000)}-{i}"
-        pipe.xadd(RECORDS, {"data": json.dumps(fake_record(i, ts, tier, phone),
-                                               separators=(",", ":"))}, id=rid)
+        pipe.xadd(RECORDS, {"data": encode_record(fake_record(i, ts, tier, phone))}, id=rid)
         pipe.hset(STATUS, rid, "open" if tier == "ROUTINE" else "resolved")
         if tier != "ROUTINE":
             pipe.hset(escalations.esc_key(rid), mapping={
@@ -453,7 +452,7 @@ def seed(r: redis.Redis, start: int, stop: int, now: float, history_days: float,
 def recent(r: redis.Redis, now: float, patient: str) -> None:
     """The same last 30 days at every size: RECENT records, a few escalations still open."""
     from bot import escalations
-    from bot.store import RECORDS, STATUS
+    from bot.store import RECORDS, STATUS, encode_record
 
     left = dict(OPEN)
     pipe = r.pipeline(transaction=False)
@@ -462,7 +461,7 @@ def recent(r: redis.Redis, now: float, patient: str) -> None:
         tier = TIER_MIX[j % len(TIER_MIX)]
         rid = f"{int(ts * 1000)}-0"
         phone = patient if j % 100 == 3 else f"+1557{j:07d}"
-        pipe.xadd(RECORDS, {"data": json.dumps(fake_record(9_000_000 + j, ts, tier, phone))},
+        pipe.xadd(RECORDS, {"data": encode_record(fake_record(9_000_000 + j, ts, tier, phone))},
                   id=rid)
         still_open = tier != "ROUTINE" and j >= RECENT - 60 and left.get(tier, 0) > 0
         if still_open:
@@ -646,10 +645,12 @@ def run(args: argparse.Namespace, folder: Path) -> str:
                 write_requests(reqs, batch, args.numbers, conversations)
                 with gunicorn(app, env, folder / f"{name}.log") as (port, started, pgid):
                     before = commandstats(r)
+                    time.sleep(0.5)  # every worker forked (the first /healthz needs one)
                     web, pids = group(pgid), list(REDIS_PIDS)
                     cpu0 = (cpu_seconds(web), cpu_seconds(pids), children_cpu())
                     res = wrk(port, reqs, args.seconds)
-                    cpu1 = (cpu_seconds(web), cpu_seconds(pids), children_cpu())
+                    later = [p for p in group(pgid) if p not in web]  # a worker restarted
+                    cpu1 = (cpu_seconds(web + later), cpu_seconds(pids), children_cpu())
                     for key, a, b in zip(("cpu_web", "cpu_redis", "cpu_load"), cpu0, cpu1,
                                          strict=True):
                         res[key] = (b - a) * 1000 / max(1, res["requests"])  # ms a request

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 
+from bot.store import decode_record  # noqa: E402
 from conftest import (  # noqa: E402
     API_TOKEN,
     AUTH_TOKEN,
@@ -313,7 +314,7 @@ def count(redis_url: str, phones: list[str], tally: Tally) -> dict[str, Any]:
     per_phone: dict[str, int] = {}
     outage = 0
     for _rid, fields in r.xrange("triage:records"):
-        rec = json.loads(fields["data"])
+        rec = decode_record(fields)
         if rec.get("tier") == "EMERGENCY":
             per_phone[rec.get("phone", "")] = per_phone.get(rec.get("phone", ""), 0) + 1
             outage += bool(rec.get("received_during_outage"))
@@ -412,7 +413,7 @@ def page_with_killed_workers(redis_url: str, folder: Path, kills: int,
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     store = Store(r, session_ttl=3600, dedup_ttl=3600)
     rids = [rid for rid, f in r.xrange("triage:records")
-            if json.loads(f["data"]).get("tier") == "EMERGENCY"]
+            if decode_record(f).get("tier") == "EMERGENCY"]
 
     def conversation_record(i: int, tier: str) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -653,7 +654,7 @@ def stall_pending(patients: int = 40, threads: int = 4,
             r = redis.Redis.from_url(rs.url, decode_responses=True)
             found: dict[str, int] = {}
             for _rid, fields in r.xrange("triage:records"):
-                rec = json.loads(fields["data"])
+                rec = decode_record(fields)
                 if (rec.get("tier") == "EMERGENCY" and rec.get("flow") == "fever"
                         and (rec.get("answers") or {}).get("danger_signs") == "yes"
                         and rec.get("received_during_outage")):

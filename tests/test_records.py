@@ -69,3 +69,53 @@ def test_no_phone_number_in_logs(app, phone, caplog):
     assert caplog.records
     assert phone.number not in caplog.text
     assert phone.number[1:] not in caplog.text
+
+
+# -- the stored form (store.encode_record / decode_record; issue 9, memory per record)
+
+def test_records_are_stored_compressed_and_read_back_exactly(app, phone):
+    import json
+
+    from bot.store import RECORDS, decode_record
+
+    for text in ("fever", "no", "38.6", "no", "no", "yes"):
+        phone.send(text)
+    phone.send("No I can't breathe")
+    store = app.extensions["triage"].store
+    entries = store.r.xrange(RECORDS)
+    assert len(entries) >= 2
+    for rid, fields in entries:
+        stored = fields["data"]
+        assert stored.startswith("z1")  # compressed, and still text for every client
+        rec = decode_record(fields)
+        assert rec["phone"] == phone.number and store.record(rid)["tier"] == rec["tier"]
+        plain = json.dumps(rec, separators=(",", ":"))
+        assert len(stored) < len(plain) * 0.5, (len(stored), len(plain))
+    assert "EMERGENCY" in {r["tier"] for r in records(app)}
+
+
+def test_records_written_as_plain_json_before_still_read(app):
+    import json
+
+    from bot.store import RECORDS, STATUS, decode_record, encode_record
+
+    old = {"phone": "+15550001234", "tier": "URGENT", "flow": "fever", "kind": "completed",
+           "conversation_id": "c1", "created_at": "2026-11-20T10:00:00Z", "status": "open"}
+    r = app.extensions["triage"].store.r
+    rid = r.xadd(RECORDS, {"data": json.dumps(old)})
+    r.hset(STATUS, rid, "open")
+    assert decode_record(r.xrange(RECORDS, min=rid, max=rid)[0][1]) == old
+    assert app.extensions["triage"].store.record(rid)["tier"] == "URGENT"
+    # a tiny record stays JSON when compressing would not make it shorter
+    assert encode_record({"a": 1}) == '{"a":1}'
+
+
+def test_a_damaged_compressed_record_is_an_error_never_a_guess():
+    import pytest
+
+    from bot.store import decode_record, encode_record
+
+    good = encode_record({"phone": "+15550001234", "tier": "EMERGENCY", "reasons": ["x" * 50]})
+    for bad in (good[:-6] + "!!!!!!", good[:20], "z1" + "A" * 40):
+        with pytest.raises(ValueError):
+            decode_record({"data": bad})

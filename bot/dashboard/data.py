@@ -16,7 +16,7 @@ from .. import escalations, indexes
 from ..clock import iso_utc as iso
 from ..conversation.flows import TIERS
 from ..profile import valid_phone
-from ..store import RECORDS, STATUS, Store, profile_key
+from ..store import RECORDS, STATUS, Store, decode_record, profile_key
 
 QUEUE_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # display order, most urgent first
 TIER_ORDER = {t: i for i, t in enumerate(QUEUE_TIERS)}
@@ -287,9 +287,10 @@ def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]
     found = []
     phone = rec.get("phone", "")
     for rid, fields in r.xrange(RECORDS, min=str(low), max="+"):
-        if phone not in fields["data"]:  # cheap: most records are other patients'
-            continue
-        other = {"id": rid, **json.loads(fields["data"])}
+        try:
+            other = {"id": rid, **decode_record(fields)}
+        except (KeyError, TypeError, ValueError):
+            continue  # unreadable: the dead letters show it (paging.py)
         if other.get("phone") == phone and escalations.episode_of(other) == episode:
             found.append(other)
     if not any(x["id"] == rec["id"] for x in found):
