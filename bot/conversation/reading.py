@@ -38,7 +38,7 @@ import re
 import sys
 import unicodedata
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
@@ -452,6 +452,7 @@ class Reader:
         for w in self._vocab:
             self._by_initial.setdefault(w[0], []).append(w)
         self._correct = lru_cache(maxsize=8192)(self._correct_uncached)
+        self._value_patterns = prime()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -461,6 +462,8 @@ class Reader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._correct = lru_cache(maxsize=8192)(self._correct_uncached)
+        for pattern, compiled in state.get("_value_patterns", {}).items():
+            VALUE_PATTERNS.setdefault(pattern, compiled)
 
     # -- spelling
     def _correct_uncached(self, tok: str) -> str:
@@ -686,6 +689,48 @@ def _wn(x: str) -> float:
     return float(_WORD_NUMBERS[x]) if x in _WORD_NUMBERS else _f(x)
 
 
+class _ValuePatterns:
+    """``re.finditer``/``search``/``fullmatch`` for ``read_values``' patterns, each compiled
+    once per process and kept in ``VALUE_PATTERNS``. A Reader carries them (its build runs
+    ``read_values`` once, ``prime``; the engine snapshot pickles them as compiled programs and
+    loading puts them back), so a gunicorn worker forked from the master has them all: without
+    this each worker compiled about 30 of them on its first texts (2 to 5 ms each, the
+    slowest replies of a fresh worker)."""
+
+    @staticmethod
+    def _get(pattern: str) -> re.Pattern[str]:
+        found = VALUE_PATTERNS.get(pattern)
+        if found is None:
+            found = VALUE_PATTERNS[pattern] = re.compile(pattern)
+        return found
+
+    def finditer(self, pattern: str, text: str) -> Iterator[re.Match[str]]:
+        return self._get(pattern).finditer(text)
+
+    def search(self, pattern: str, text: str) -> re.Match[str] | None:
+        return self._get(pattern).search(text)
+
+    def fullmatch(self, pattern: str, text: str) -> re.Match[str] | None:
+        return self._get(pattern).fullmatch(text)
+
+
+VALUE_PATTERNS: dict[str, re.Pattern[str]] = {}
+_re = _ValuePatterns()
+# Texts that reach every pattern of read_values at least once (prime).
+_PRIMERS = ("temp 38.5 c 101 f 38 degrees 38.5 fever sats 92 percent oxygen bp 90/60 "
+            "platelets 20 neutrophils 0.4 ten mins two hours an hour and a half three times "
+            "vomited twice four poos usually 10 ice 7 pain 5 5 out of 10 day 5 car-t day +3",
+            "loose stools three times")
+
+
+def prime() -> dict[str, re.Pattern[str]]:
+    """Every pattern of ``read_values`` compiled now (a Reader keeps them)."""
+    for text in _PRIMERS:
+        tokens = text.split()
+        read_values(Reading(text, tokens), tokens)
+    return dict(VALUE_PATTERNS)
+
+
 def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     """Numbers that the words around them make into a value (a number alone is not a
     temperature: "shivering for 40 mins", "he is 39", "38 kg" are not readings)."""
@@ -700,27 +745,27 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
             w[name] = words.strip()
 
     only = [t for t in reading.tokens if t not in (STRONG, WEAK)]
-    number = bool(only) and re.fullmatch(r"\d+(?:[.,]\d+)?", only[0]) is not None
+    number = bool(only) and _re.fullmatch(r"\d+(?:[.,]\d+)?", only[0]) is not None
     if number and (len(only) == 1 or (len(only) == 2 and only[1] in {
             "c", "f", "degrees", "percent"})):
         reading.bare_number = _f(only[0])
 
     # temperature: a temperature word before it, or a unit after it
-    for m in re.finditer(rf" {_T}{_LINK} {_NUM}((?:{_C}|{_F})?){_NOT_AFTER}", s):
+    for m in _re.finditer(rf" {_T}{_LINK} {_NUM}((?:{_C}|{_F})?){_NOT_AFTER}", s):
         unit = m.group(2).strip()
         put("temperature", temperature_from(_f(m.group(1)), "f" if unit.startswith("f") or
                                             unit.endswith("f") else unit), m.group(0))
-    for m in re.finditer(rf" {_NUM}(?: (c|f|celsius|centigrade|fahrenheit|farenheit)"
+    for m in _re.finditer(rf" {_NUM}(?: (c|f|celsius|centigrade|fahrenheit|farenheit)"
                          rf"| degrees(?: (c|f))?)(?= )", s):
         unit = m.group(2) or m.group(3) or ""
         put("temperature", temperature_from(_f(m.group(1)), unit), m.group(0))
-    for m in re.finditer(rf" {_NUM} (?:temp|temperature|fever)(?= )", s):
+    for m in _re.finditer(rf" {_NUM} (?:temp|temperature|fever)(?= )", s):
         put("temperature", temperature_from(_f(m.group(1))), m.group(0))
     if reading.bare_number is not None and only[-1] in ("c", "f", "degrees"):
         put("temperature", temperature_from(reading.bare_number, only[-1]), " ".join(only))
     # A reading with decimals in the body-temperature range is a temperature ("38,5 this
     # morning"); a whole number alone is not ("he is 39", "38 kg").
-    for m in re.finditer(rf" (\d{{2,3}}[.,]\d){_NOT_AFTER}(?= )", s):
+    for m in _re.finditer(rf" (\d{{2,3}}[.,]\d){_NOT_AFTER}(?= )", s):
         value = _f(m.group(1))
         if 35.0 <= value <= 42.9 or 95.0 <= value <= 108.9:
             put("temperature", temperature_from(value), m.group(0))
@@ -728,39 +773,39 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     # oxygen saturation
     ox = r"(?:sats|sat|saturation|saturations|spo2|sp02|sp|o2|oxygen|oxygen level|ox|oximeter|" \
          r"pulse ox|pulse oximeter|oxygen sats|oxygen saturation|levels)"
-    for m in re.finditer(rf" {ox}(?: (?:level|levels|is|was|at|of|reads|read|says|said|"
+    for m in _re.finditer(rf" {ox}(?: (?:level|levels|is|was|at|of|reads|read|says|said|"
                          rf"shows|showing|showed|reading|dropped|down|to|only|about|around|"
                          rf"now|just|2|are|were|keeps|saying))* (\d{{2,3}})(?: percent)?(?= )", s):
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
-    for m in re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
+    for m in _re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
 
     # blood pressure (systolic)
     bp = r"(?:bp|blood pressure|pressure|top number|systolic)"
-    for m in re.finditer(rf" {bp}(?: (?:is|was|at|of|reads|says|shows|only|down|to|about|"
+    for m in _re.finditer(rf" {bp}(?: (?:is|was|at|of|reads|says|shows|only|down|to|about|"
                          rf"now|just|machine|monitor|cuff|reading|said|showing))* (\d{{2,3}})"
                          rf"(?:/(\d{{2,3}})| over (\d{{2,3}}))?(?= )", s):
         value = float(m.group(1))
         put("systolic_bp", value if 40 <= value <= 260 else None, m.group(0))
-    for m in re.finditer(r" (\d{2,3})/(\d{2,3})(?= )", s):
+    for m in _re.finditer(r" (\d{2,3})/(\d{2,3})(?= )", s):
         a = float(m.group(1))
         if 40 <= a <= 260 and "systolic_bp" not in v:
             put("systolic_bp", a, m.group(0))
 
     # platelets (x10^9/L) and neutrophils (x10^9/L)
-    for m in re.finditer(r" (?:platelets|platelet|plts|plt|platelet count)(?: (?:is|are|were|"
+    for m in _re.finditer(r" (?:platelets|platelet|plts|plt|platelet count)(?: (?:is|are|were|"
                          r"was|at|of|only|down|to|about|count|very|low|fine|ok|okay|normal|"
                          r"&))* (\d+(?:[.,]\d+)?|\d{1,3}"
                          r"(?:,\d{3})+)( k| thousand)?(?= )", s):
         raw = m.group(1)
-        value = float(raw.replace(",", "")) if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) \
+        value = float(raw.replace(",", "")) if _re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw) \
             else _f(raw)
         if value >= 1000:
             value /= 1000
         put("platelets", value, m.group(0))
-    for m in re.finditer(r" (?:neutrophils|neutrophil|neuts|anc|neutrophil count)(?: (?:is|are|"
+    for m in _re.finditer(r" (?:neutrophils|neutrophil|neuts|anc|neutrophil count)(?: (?:is|are|"
                          r"were|was|at|of|only|down|to|about|count))* (\d+(?:[.,]\d+)?)(?= )", s):
         value = _f(m.group(1))
         if value > 20:
@@ -768,59 +813,59 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         put("neutrophils", value, m.group(0))
 
     # durations
-    for m in re.finditer(rf" {_WN} (?:min|mins|minute|minutes|m)(?= )", s):
+    for m in _re.finditer(rf" {_WN} (?:min|mins|minute|minutes|m)(?= )", s):
         put("duration_min", _wn(m.group(1)), m.group(0))
-    for m in re.finditer(rf" (?:over |more than |about |nearly |almost )?{_WN} (?:hour|hours|hr|"
+    for m in _re.finditer(rf" (?:over |more than |about |nearly |almost )?{_WN} (?:hour|hours|hr|"
                          rf"hrs|h)(?= )", s):
         put("duration_min", _wn(m.group(1)) * 60, m.group(0))
-    m = re.search(rf" (?:an|one|{_WN}) hour and a half ", s)
+    m = _re.search(rf" (?:an|one|{_WN}) hour and a half ", s)
     if m:
         put("duration_min", (_wn(m.group(1)) if m.group(1) else 1.0) * 60 + 30, m.group(0))
     if " half an hour " in s or " half hour " in s:
         put("duration_min", 30.0, "half an hour")
 
     # counts of vomits and stools
-    for m in re.finditer(rf" {_WN} (?:times|x|episodes)(?= )", s):
+    for m in _re.finditer(rf" {_WN} (?:times|x|episodes)(?= )", s):
         n = _wn(m.group(1))
         lo = max(0, m.start() - 60)
         around = s[lo:m.end() + 40]
-        if re.search(r"vomit|sick|throw|threw|puk|spew", around):
+        if _re.search(r"vomit|sick|throw|threw|puk|spew", around):
             put("vomit_count", n, m.group(0))
-        elif re.search(r"diarr|poo|stool|runs|toilet|loose|bowel", around):
+        elif _re.search(r"diarr|poo|stool|runs|toilet|loose|bowel", around):
             put("stool_count", n, m.group(0))
-    for m in re.finditer(rf" (?:vomited|vomiting|vommed|been sick|thrown up|threw up|sick|puked)"
+    for m in _re.finditer(rf" (?:vomited|vomiting|vommed|been sick|thrown up|threw up|sick|puked)"
                          rf"(?: [a-z]+){{0,2}} {_WN}(?: times| x)?(?= )", s):
         if m.group(1) not in ("a", "an"):
             put("vomit_count", _wn(m.group(1)), m.group(0))
-    for m in re.finditer(rf" {_WN} (?:vomits|sicks|vomiting episodes)(?= )", s):
+    for m in _re.finditer(rf" {_WN} (?:vomits|sicks|vomiting episodes)(?= )", s):
         put("vomit_count", _wn(m.group(1)), m.group(0))
-    for m in re.finditer(rf" {_WN}(?: [a-z]+)? (?:poos|poops|stools|bowel movements|dirty nappies"
+    for m in _re.finditer(rf" {_WN}(?: [a-z]+)? (?:poos|poops|stools|bowel movements|dirty nappies"
                          r"|nappies|diarrhoeas|diarrheas)(?= )", s):
         put("stool_count", _wn(m.group(1)), m.group(0))
 
     # ICE score and the usual score
-    for m in re.finditer(r" (?:usually|normally|usual|baseline|normal)(?: (?:is|he|she|gets|"
+    for m in _re.finditer(r" (?:usually|normally|usual|baseline|normal)(?: (?:is|he|she|gets|"
                          r"scores|score|got|was|ice|a|his|her))* (\d{1,2})(?: out of 10| /10)?"
                          r"(?= )", s):
         value = float(m.group(1))
         put("usual_ice_score", value if 0 <= value <= 10 else None, m.group(0))
-    for m in re.finditer(r" (?:ice|ice score|ice test|scored|score|got)(?: (?:score|test|is|was|"
+    for m in _re.finditer(r" (?:ice|ice score|ice test|scored|score|got)(?: (?:score|test|is|was|"
                          r"of|only|today|now|he|she|got))* (\d{1,2})(?: out of 10|/10)(?= )|"
                          r" ice(?: (?:score|test|check))?(?: (?:is|was|of|only|today|now))* "
                          r"(\d{1,2})(?= )", s):
         value = float(m.group(1) or m.group(2))
-        if 0 <= value <= 10 and not re.search(r"usually|normally|usual|baseline",
+        if 0 <= value <= 10 and not _re.search(r"usually|normally|usual|baseline",
                                                s[max(0, m.start() - 12):m.start() + 4]):
             put("ice_score", value, m.group(0))
 
     # pain score
-    for m in re.finditer(r" pain(?: (?:score|level|is|was|at|of|about|now|scale|rating))* "
+    for m in _re.finditer(r" pain(?: (?:score|level|is|was|at|of|about|now|scale|rating))* "
                          r"(\d{1,2})(?: out of 10|/10| out of ten)?(?= )", s):
         value = float(m.group(1))
         put("pain_score", value if 0 <= value <= 10 else None, m.group(0))
-    for m in re.finditer(r" (\d{1,2})(?: out of 10|/10| out of ten)(?= )", s):
+    for m in _re.finditer(r" (\d{1,2})(?: out of 10|/10| out of ten)(?= )", s):
         value = float(m.group(1))
-        if 0 <= value <= 10 and re.search(r"pain|hurt|sore|ache", s):
+        if 0 <= value <= 10 and _re.search(r"pain|hurt|sore|ache", s):
             put("pain_score", value, m.group(0))
 
     # days since CAR-T / chemotherapy
@@ -831,16 +876,16 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
                          r"car tcells|cart cell|cart cells|kymriah|tisagenlecleucel|"
                          r"t cell therapy|cell therapy|infusion)"),
                         ("chemo_days", r"(?:chemo|chemotherapy|treatment|dose)")):
-        for m in re.finditer(rf" {words}(?: (?:was|infusion|on|had|given|done|cells|therapy|"
+        for m in _re.finditer(rf" {words}(?: (?:was|infusion|on|had|given|done|cells|therapy|"
                              rf"dose|treatment))*{when}(?= )", s):
             put(name, _days(m), m.group(0))
-        for m in re.finditer(rf" day \+?(\d{{1,2}})(?: (?:after|post|since|of|from))? {words}"
+        for m in _re.finditer(rf" day \+?(\d{{1,2}})(?: (?:after|post|since|of|from))? {words}"
                              r"(?= )", s):
             put(name, float(m.group(1)), m.group(0))
         if name == "car_t_days":
-            for m in re.finditer(rf" {words} day \+?(\d{{1,2}})(?= )", s):
+            for m in _re.finditer(rf" {words} day \+?(\d{{1,2}})(?= )", s):
                 put(name, float(m.group(1)), m.group(0))
-            for m in re.finditer(r" day \+(\d{1,2})(?= )", s):
+            for m in _re.finditer(r" day \+(\d{1,2})(?= )", s):
                 put(name, float(m.group(1)), m.group(0))
 
 
