@@ -178,6 +178,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "WORKER_NAME": env("WORKER_NAME", ""),
         # Care-team read indexes (bot/indexes.py) keep this many days; docs/performance.md
         "RECORD_INDEX_RETENTION_DAYS": _int_("RECORD_INDEX_RETENTION_DAYS", 400),
+        # Finished records older than this leave Redis, exported to EXPORT_DIR first
+        # (bot/retention.py; 0 keeps them all). EXPORT_DIR holds patient data: unset means
+        # exports/ under INSTANCE_PATH.
+        "RECORD_RETENTION_DAYS": _int_("RECORD_RETENTION_DAYS", 400),
+        "EXPORT_DIR": env("EXPORT_DIR", ""),
         "DEDUP_TTL_HOURS": _int_("DEDUP_TTL_HOURS", 48),
         # Per-number inbound rate limit (issue 8 item 4): past this many texts in the window,
         # a text without a red flag (and not answering a pending question) gets no engine

@@ -35,12 +35,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 from flask import Flask
 
-from . import indexes, notify
+from . import indexes, notify, retention
 from .escalations import esc_key
 from .followup import FollowUps
 from .paging import BATCH, MERGED, RAISED, Pager, PagingSettings, consume
@@ -142,6 +143,8 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     calls = rt.voice.run_due(now)
     followed = _drain(lambda: rt.follow_ups.send_due(now))
     indexes.catch_up(service.store.r, now, indexes.retention_days(app.config))  # care reads
+    retention.run(service.store.r, now, int(app.config.get("RECORD_RETENTION_DAYS") or 0),
+                  app.config.get("EXPORT_DIR") or Path(app.instance_path) / "exports")
     return {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
             "overdue": overdue, "pages": paged, "calls": calls, "follow_ups": followed}
 
