@@ -513,8 +513,9 @@ def care_reads(folder: Path, sizes: list[int]) -> tuple[dict[int, dict[str, floa
             t_index = time.perf_counter() - t0
             used2 = r.info("memory")["used_memory"]
             n = r.xlen("triage:records")
-            mem = {"record": (used1 - used0) / n, "index": (used2 - used1) / n,
-                   "index_rate": n / t_index}
+            indexed = sum(r.zcard(indexes.time_key(t)) for t in indexes.ALL_TIERS)
+            mem = {"record": (used1 - used0) / n, "index": (used2 - used1) / max(1, indexed),
+                   "indexed": indexed / n, "index_rate": n / t_index}
             app = create_app(app_settings(url, folder))
             logging.getLogger().setLevel(logging.WARNING)
             client = nurse(app)
@@ -712,7 +713,8 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
                                                           key=lambda kv: -kv[1]))))
     if mem:
         lines.append(("Redis per record", "", f"{mem['record']:.0f} B",
-                      f"+ {mem['index']:.0f} B of indexes"))
+                      f"+ {mem['index']:.0f} B of indexes while in their retention "
+                      f"({mem['indexed']:.0%} of the seeded records)"))
         lines.append(("indexing by the worker", "", f"{mem['index_rate']:.0f} records/s", ""))
     for workers, rps in scan.items():
         lines.append((f"service req/s, {workers} gunicorn worker(s)", "", f"{rps:.0f}",
