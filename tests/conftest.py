@@ -69,6 +69,43 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: runs against a real 3-master Redis Cluster "
+                            "(scripts/redis_cluster.py)")
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster on loopback for the whole run (started on first use)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import redis_cluster
+
+    folder = tmp_path_factory.mktemp("cluster")
+    url = redis_cluster.start(folder)
+    try:
+        yield url
+    finally:
+        redis_cluster.stop(folder)
+
+
+def flush_cluster(url: str) -> None:
+    client = redis.RedisCluster.from_url(url)
+    try:
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster_app(cluster_url: str, tmp_path: Path) -> Any:
+    """The app on the (flushed) cluster, ``REDIS_CLUSTER`` on."""
+    flush_cluster(cluster_url)
+    return create_app(settings(cluster_url, tmp_path, REDIS_CLUSTER=True,
+                               **WORKER_SETTINGS))
+
+
 def settings(redis_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {
         "REDIS_URL": redis_url,
