@@ -842,12 +842,29 @@ class Store:
         self._moved_script(keys=[outbox_key(phone), pending_key(phone)], args=[phone, *oids])
 
     def _pending(self, low: str | float, high: str | float) -> list[str]:
-        """Members of every slot's pending set scored in [low, high]: one pipelined read per
-        master (16,384 small reads), a cost that does not grow with patients or records."""
-        pipe = self.r.pipeline(transaction=False)
+        """Members of every slot's pending set scored in [low, high]: one pipeline per master
+        over the slots it serves (16,384 small reads in all), a cost that does not grow with
+        patients or records. A slot that moved meanwhile (resharding: MOVED) is read again
+        through the cluster client."""
+        out: list[str] = []
+        for node, slots in self._slot_owners():
+            pipe = node.redis_connection.pipeline(transaction=False)
+            for slot in slots:
+                pipe.zrangebyscore(pending_key_of_slot(slot), low, high)
+            for slot, found in zip(slots, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(found, Exception):
+                    found = self.r.zrangebyscore(pending_key_of_slot(slot), low, high)
+                out.extend(found)
+        return out
+
+    def _slot_owners(self) -> list[tuple[Any, list[int]]]:
+        """(master, the slots it serves) as the cluster client last knew them."""
+        manager = self.r.nodes_manager
+        by_node: dict[str, tuple[Any, list[int]]] = {}
         for slot in range(SLOTS):
-            pipe.zrangebyscore(pending_key_of_slot(slot), low, high)
-        return [m for found in pipe.execute() for m in found]
+            node = manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, []))[1].append(slot)
+        return list(by_node.values())
 
     def relay_outboxes(self) -> int:
         """The worker's relay (Redis Cluster; nothing to do on one server): every outbox left

@@ -321,3 +321,19 @@ def test_sigkill_at_any_point_loses_no_record_and_doubles_none(cluster_app: Any,
     assert set(per_phone) == set(committed)
     assert all(store.outbox(p) == [] for p in started)
     assert all(s == "open" for s in store.r.hvals(STATUS))
+
+
+def test_the_slot_scan_reads_a_slot_again_when_its_master_changed(cluster_app: Any,
+                                                                  monkeypatch: Any) -> None:
+    """Resharding: the scan sends a slot's read to the master the client last knew; a MOVED
+    answer is read again through the cluster client, so no mark is missed."""
+    store = store_of(cluster_app)
+    phones = [Phone(cluster_app.test_client()) for _ in range(6)]
+    for p in phones:
+        p.send("fever")
+    manager = store.r.nodes_manager
+    first = manager.get_node_from_slot(0)
+    assert {manager.get_node_from_slot(key_slot(p.number.encode())).name
+            for p in phones} - {first.name}  # some patients live on the other masters
+    monkeypatch.setattr(Store, "_slot_owners", lambda self: [(first, list(range(keys.SLOTS)))])
+    assert set(store.stale_inflight(time.time() + 1)) == {p.number for p in phones}
