@@ -70,6 +70,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .keys import (
@@ -537,6 +538,65 @@ class Snapshot:
     opted_out: bool
 
 
+class ClusterClient(redis.RedisCluster):
+    """redis-py's cluster client, except that a cluster it cannot reach raises
+    ``redis.ConnectionError`` (a ``RedisError``, which the breaker and the fallback handle)
+    rather than ``RedisClusterException`` (a plain Exception: a 500 for the webhook)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: RedisClusterException) -> Exception:
+    cause = exc.__cause__ or exc.__context__
+    if "cannot be connected" in str(exc) or isinstance(cause, redis.ConnectionError | OSError):
+        return redis.ConnectionError(f"Redis Cluster unreachable: {exc}")
+    return exc  # anything else (keys of two slots in one call) is a bug: as it is
+
+
+class LateCluster:
+    """Stands for a ``RedisCluster`` client that could not be made at start-up (the cluster
+    unreachable: redis-py's cluster client connects when it is made). The app starts anyway,
+    as it does with one Redis server down: every use tries to connect (at most once a second)
+    and raises ``redis.ConnectionError`` until it can, so the webhook's breaker and fallback
+    answer meanwhile; once connected, every use goes to the real client."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any]):
+        self._url, self._kwargs = url, kwargs
+        self._client: redis.RedisCluster | None = None
+        self._next = 0.0
+
+    def twin(self, **changes: Any) -> LateCluster:
+        return LateCluster(self._url, {**self._kwargs, **changes})
+
+    def get_encoder(self) -> Any:  # scripts hash their text without a connection
+        from redis.connection import Encoder
+
+        return Encoder("utf-8", "strict", bool(self._kwargs.get("decode_responses")))
+
+    def register_script(self, script: str) -> Any:
+        from redis.commands.core import Script
+
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def client(self) -> redis.RedisCluster:
+        if self._client is None:
+            if time.monotonic() < self._next:
+                raise redis.ConnectionError("Redis Cluster unreachable (tried < 1 s ago)")
+            try:
+                self._client = ClusterClient.from_url(self._url, **self._kwargs)
+            except (RedisClusterException, redis.RedisError, OSError) as exc:
+                self._next = time.monotonic() + 1
+                raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client(), name)
+
+
 @dataclass
 class RateLimit:
     texts: int
@@ -548,7 +608,8 @@ class Store:
     ``redis.RedisCluster`` (``self.cluster``: the commit writes only the patient's slot, the
     records go through the patient's outbox; see ``move_outbox``)."""
 
-    def __init__(self, client: redis.Redis | redis.RedisCluster, *, session_ttl: int,
+    def __init__(self, client: redis.Redis | redis.RedisCluster | LateCluster, *,
+                 session_ttl: int,
                  dedup_ttl: int, codec: Codec | None = None):
         self.session_ttl = session_ttl
         self.dedup_ttl = dedup_ttl
@@ -566,7 +627,7 @@ class Store:
         path's compressed values, on a pool of its own with the same settings (tests and the
         benchmark swap ``store.r`` for a counting client: the twin follows)."""
         self._r = client
-        self.cluster = isinstance(client, redis.RedisCluster)
+        self.cluster = isinstance(client, redis.RedisCluster | LateCluster)
         if self.cluster:
             self._cluster_twin(client)
             return
@@ -582,22 +643,29 @@ class Store:
         self._read = self.raw.register_script(_READ)
         self._commit_script = self.raw.register_script(_COMMIT)
 
-    def _cluster_twin(self, client: redis.RedisCluster) -> None:
+    def _cluster_twin(self, client: redis.RedisCluster | LateCluster) -> None:
         """On a cluster: the bytes twin (RESP2, as above) is a second cluster client with the
         same settings, and the commit is the cluster's (the patient's slot only)."""
         from redis.cluster import ClusterNode
 
-        kwargs = {k: v for k, v in client.nodes_manager.connection_kwargs.items()
-                  if not k.startswith(("maint_", "orig_", "himport", "oss_"))
-                  and k not in ("host", "port", "db", "retry")}
-        kwargs.update(decode_responses=False, protocol=2)
-        self.raw = redis.RedisCluster(
-            startup_nodes=[ClusterNode(n.host, n.port) for n in client.get_nodes()],
-            retry=client.retry, **kwargs)
+        if isinstance(client, LateCluster):
+            self.raw = client.twin(decode_responses=False, protocol=2)
+        else:
+            self.raw = self._cluster_raw(client, ClusterNode)
         self._read = self.raw.register_script(_READ)
         self._commit_script = self.raw.register_script(_COMMIT_CLUSTER)
         self._move_script = self.raw.register_script(_MOVE)
         self._moved_script = self.raw.register_script(_MOVED)
+
+    @staticmethod
+    def _cluster_raw(client: redis.RedisCluster, node_class: Any) -> redis.RedisCluster:
+        kwargs = {k: v for k, v in client.nodes_manager.connection_kwargs.items()
+                  if not k.startswith(("maint_", "orig_", "himport", "oss_"))
+                  and k not in ("host", "port", "db", "retry")}
+        kwargs.update(decode_responses=False, protocol=2)
+        return ClusterClient(
+            startup_nodes=[node_class(n.host, n.port) for n in client.get_nodes()],
+            retry=client.retry, **kwargs)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 0.5,
@@ -608,10 +676,14 @@ class Store:
         ``cluster`` (setting ``REDIS_CLUSTER``): ``url`` is one node of a Redis Cluster (the
         client finds the others, and connects at once)."""
         if cluster:
-            return cls(redis.RedisCluster.from_url(
-                url, decode_responses=True, socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 1)), **kwargs)
+            late = LateCluster(url, {"decode_responses": True, "socket_timeout": socket_timeout,
+                                     "socket_connect_timeout": connect_timeout,
+                                     "retry": Retry(NoBackoff(), 1)})
+            try:
+                return cls(late.client(), **kwargs)
+            except redis.ConnectionError as exc:
+                log.warning("%s: starting without it, connecting at the first use", exc)
+                return cls(late, **kwargs)
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
                                       socket_connect_timeout=connect_timeout,
                                       health_check_interval=30,
@@ -792,7 +864,7 @@ class Store:
         are committed in the outbox: the worker's relay moves them, exactly once)."""
         try:
             return self.move_outbox(phone, entries)
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, RedisClusterException) as exc:
             log.warning("records of %s left in the outbox for the worker (%s)",
                         mask_phone(phone), type(exc).__name__)
             return []
@@ -879,7 +951,7 @@ class Store:
             phone = member[1:]
             try:
                 moved += len(self.move_outbox(phone))
-            except (redis.RedisError, OSError, ValueError):
+            except (redis.RedisError, OSError, ValueError, RedisClusterException):
                 log.exception("could not move the outbox of %s; tried again next tick",
                               mask_phone(phone))
         return moved

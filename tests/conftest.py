@@ -87,13 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Tests of the cluster pass's files that need one Redis server, by file::name, and why (the
 # files themselves belong to other owners; a new test can use the ``one_server`` marker).
 _PAGES = "the pager's transactions span slots: paging needs one Redis server"
-_DOWN = ("a cluster client connects when the app is made: no app starts while the cluster "
-         "is unreachable (docs/performance.md, left to do)")
 ONE_SERVER = {
-    "test_webhook.py::test_redis_down_still_answers_with_whom_to_call": _DOWN,
-    "test_webhook.py::test_redis_down_red_flag_still_emergency": _DOWN,
-    "test_webhook.py::test_healthz": _DOWN,
-    "test_webhook.py::test_signature_still_checked_when_redis_is_down": _DOWN,
     "test_worker.py::test_one_tick_does_every_job": _PAGES,
     "test_worker.py::test_run_forever_ticks_and_stops_on_request": _PAGES,
     "test_worker.py::test_python_m_bot_worker_pages_to_the_console_and_exits_on_sigterm":

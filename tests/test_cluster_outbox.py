@@ -337,3 +337,61 @@ def test_the_slot_scan_reads_a_slot_again_when_its_master_changed(cluster_app: A
             for p in phones} - {first.name}  # some patients live on the other masters
     monkeypatch.setattr(Store, "_slot_owners", lambda self: [(first, list(range(keys.SLOTS)))])
     assert set(store.stale_inflight(time.time() + 1)) == {p.number for p in phones}
+
+
+def test_the_app_starts_while_the_cluster_is_unreachable_and_connects_when_it_answers(
+        cluster_url: str, tmp_path: Path, monkeypatch: Any) -> None:
+    """redis-py's cluster client connects when it is made: made while the cluster does not
+    answer, the app still starts (as with one server down), the webhook answers with the
+    fallback (the text spooled), and the first use after the cluster answers connects."""
+    from bot import create_app
+    from bot.breaker import Breaker
+    from bot.store import LateCluster
+    from conftest import settings
+
+    flush_cluster(cluster_url)
+    real = redis.RedisCluster.from_url.__func__  # type: ignore[attr-defined]
+
+    def unreachable(cls: Any, url: str, **kw: Any) -> Any:
+        return real(cls, "redis://127.0.0.1:1", **kw)  # nothing listens there
+
+    monkeypatch.setattr(redis.RedisCluster, "from_url", classmethod(unreachable))
+    app = create_app(settings(cluster_url, tmp_path, REDIS_CLUSTER=True))
+    store = store_of(app)
+    assert store.cluster and isinstance(store.r, LateCluster)
+    phone = Phone(app.test_client())
+    assert phone.send(RED_FLAG).startswith("Call 911 now.")  # the fallback, Redis unreachable
+    assert app.test_client().get("/healthz").status_code == 503
+    monkeypatch.undo()  # the cluster answers again
+    store.r._next = store.raw._next = 0.0  # (its retry pace: at most one try a second)
+    app.extensions["triage"].breaker = Breaker()
+    assert store.ping()
+    # the text kept on disk during the outage goes through the engine and the outbox now
+    assert app.extensions["triage"].replay_spool() == 1
+    got = stream(app)
+    assert [(r["tier"], r["phone"], r.get("received_during_outage")) for r in got] == [
+        ("EMERGENCY", phone.number, True)]
+    assert got[0]["status_hash"] == "open" and store.outbox(phone.number) == []
+
+
+def test_a_cluster_that_stops_answering_gets_the_fallback_not_an_error(
+        tmp_path: Path) -> None:
+    """The cluster goes away under a running app (its own cluster, stopped for real): the
+    webhook answers with the fallback and /healthz says down, as with one server."""
+    from bot import create_app
+    from conftest import settings
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import redis_cluster
+
+    folder = tmp_path / "gone"
+    url = redis_cluster.start(folder)
+    try:
+        app = create_app(settings(url, tmp_path, REDIS_CLUSTER=True))
+        phone = Phone(app.test_client())
+        assert phone.send("fever").startswith("Hi, this is your care team")
+    finally:
+        redis_cluster.stop(folder)
+    assert phone.send(RED_FLAG).startswith("Call 911 now.")
+    assert app.test_client().get("/healthz").status_code == 503
+    assert app.extensions["triage"].spool.pending()  # kept for when it answers again
