@@ -395,3 +395,22 @@ def test_a_cluster_that_stops_answering_gets_the_fallback_not_an_error(
     assert phone.send(RED_FLAG).startswith("Call 911 now.")
     assert app.test_client().get("/healthz").status_code == 503
     assert app.extensions["triage"].spool.pending()  # kept for when it answers again
+
+
+def test_the_worker_check_reads_the_heartbeat_on_the_cluster(cluster_app: Any,
+                                                             monkeypatch: Any) -> None:
+    """``python -m bot.worker --check`` given a node that does not hold the heartbeat key:
+    the cluster client follows the redirection, a plain client would be told MOVED."""
+    from bot.worker import HEARTBEAT, check
+
+    r = store_of(cluster_app).r
+    r.set(HEARTBEAT, f"{time.time():.0f}")
+    holder = r.get_node_from_key(HEARTBEAT)
+    other = next(n for n in r.get_primaries() if n.name != holder.name)
+    monkeypatch.setenv("REDIS_URL", f"redis://{other.host}:{other.port}/0")
+    monkeypatch.setenv("REDIS_CLUSTER", "1")
+    ok, message = check()
+    assert ok, message
+    monkeypatch.setenv("REDIS_CLUSTER", "")
+    ok, message = check()
+    assert not ok and "MovedError" in message
