@@ -124,6 +124,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                            session_ttl=app.config["SESSION_TTL_HOURS"] * 3600,
                            dedup_ttl=app.config["DEDUP_TTL_HOURS"] * 3600,
                            socket_timeout=timeout, connect_timeout=timeout,
+                           cluster=bool(app.config.get("REDIS_CLUSTER")),
                            codec=Codec(cached_dictionary(app.config["FLOWS_DIR"], version,
                                                          app.instance_path)))
     try:

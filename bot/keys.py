@@ -14,6 +14,9 @@ them); nothing else writes a ``"triage:..."`` string.
 | ``triage:{<phone>}:sid:<sid>`` | string | store: a MessageSid's reply before issue 9 (read) |
 | ``triage:{<phone>}:optout`` | string | store: STOP outlives the session |
 | ``triage:{<phone>}:profile`` | hash | profile: the care team's profile |
+| ``triage:{<phone>}:outbox`` | hash | store (Redis Cluster): records not yet moved |
+| ``triage:{<tag of slot s>}:pending`` | zset | store (Redis Cluster): one per slot, below |
+| ``triage:{<tag>}:moved:<outbox id>`` | string | store (Redis Cluster): a moved entry |
 | ``triage:records`` | stream | store: triage records (consumer group: the pager) |
 | ``triage:status`` | hash | store, escalations: record id -> open/acknowledged/resolved |
 | ``triage:inflight`` | zset | store: patients with a question pending (abandon sweep) |
@@ -32,11 +35,24 @@ them); nothing else writes a ``"triage:..."`` string.
 | ``triage:audit`` | stream | audit |
 | ``triage:patients`` | set | profile: every enrolled number |
 | ``triage:zdict:<id>`` | string | textcodec: the compression dictionary of a rules version |
+
+Redis Cluster (setting ``REDIS_CLUSTER``) only: a message's records go to the patient's
+outbox (outbox id ``<ms base 36>-<n>-<16 hex>`` -> ``<status>|<record JSON>``), and the
+slot's pending set (the tag of slot s is a 1 to 3 character string whose CRC16 lands on s,
+``slot_tags``) holds ``o<phone>`` (score 0) while the patient has an outbox and ``a<phone>``
+(score: last message time) while a checklist is open (the in-flight index of one server).
+``moved`` markers (in the slot of ``triage:records``) keep an entry from being added twice;
+they expire after 7 days.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
+import string
+
+from redis.crc import key_slot
 
 # -- one patient (the number is the hash tag)
 
@@ -67,6 +83,11 @@ def optout_key(phone: str) -> str:
 
 def profile_key(phone: str) -> str:
     return f"triage:{{{phone}}}:profile"
+
+
+def outbox_key(phone: str) -> str:
+    """Redis Cluster only: a message's records, in the patient's slot, until moved."""
+    return f"triage:{{{phone}}}:outbox"
 
 
 def holder_key(phone: str, episode: str) -> str:
@@ -124,6 +145,45 @@ def line_key(line_id: str) -> str:
 
 def link_key(conversation_id: str) -> str:
     return f"triage:followup:conv:{conversation_id}"
+
+
+# -- Redis Cluster: one small key per slot (16,384), found by the worker at a constant cost
+SLOTS = 16384
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For every cluster slot s, a short tag (1 to 3 letters or digits) whose CRC16 lands on
+    s: ``triage:{<tag>}:pending`` is then a key in slot s. Computed once per process (about
+    50 ms)."""
+    table: list[str | None] = [None] * SLOTS
+    left = SLOTS
+    alphabet = string.ascii_letters + string.digits
+    for size in (1, 2, 3):
+        for combo in itertools.product(alphabet, repeat=size):
+            tag = "".join(combo)
+            slot = key_slot(tag.encode())
+            if table[slot] is None:
+                table[slot] = tag
+                left -= 1
+                if not left:
+                    return tuple(t for t in table if t is not None)
+    raise RuntimeError("no tag found for some cluster slots")  # pragma: no cover
+
+
+def pending_key_of_slot(slot: int) -> str:
+    return f"triage:{{{slot_tags()[slot]}}}:pending"
+
+
+def pending_key(phone: str) -> str:
+    """The pending set of the patient's slot (the commit writes it with the patient's keys)."""
+    return pending_key_of_slot(key_slot(phone.encode()))
+
+
+def moved_key(outbox_id: str) -> str:
+    """The marker of a moved outbox entry, in the slot of ``triage:records`` (the move script
+    writes the record and its marker in one step)."""
+    return f"triage:{{{slot_tags()[key_slot(RECORDS.encode())]}}}:moved:{outbox_id}"
 
 
 # -- the care team's read indexes (bot/indexes.py)

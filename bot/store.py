@@ -32,11 +32,20 @@ Service-wide keys:
   same commit script as the session, the MessageSid's reply and the transcript: a crash at
   any moment leaves either all of them or none, so a Twilio retry of the same MessageSid
   either finds the reply *and* its record, or runs the message again. (That script spans the
-  patient's slot and the service-wide keys: one Redis server, or a Sentinel-managed primary,
-  not Redis Cluster; see docs/performance.md.) The consumer group on this stream is the
-  paging entry: the worker pages from it, so the page is as durable as the record.
+  patient's slot and the service-wide keys: one Redis server, or a Sentinel-managed primary.)
+  The consumer group on this stream is the paging entry: the worker pages from it, so the
+  page is as durable as the record.
 * ``triage:status``  hash: record id -> open / acknowledged / resolved
 * ``triage:inflight``  sorted set: phone -> last message time, while a checklist is open
+* On a **Redis Cluster** (setting ``REDIS_CLUSTER``) the commit writes the patient's slot
+  only: the records go to the patient's outbox ``triage:{+1555...}:outbox`` and the
+  in-flight mark to the slot's pending set ``triage:{<tag of the slot>}:pending`` (with
+  ``o<phone>`` while the outbox holds records). Right after the commit, only for a message
+  that wrote a record, ``move_outbox`` adds them to ``triage:records`` (a script that keeps
+  a ``moved`` marker per outbox entry beside the stream, so an entry is never added twice),
+  sets their status (HSETNX) and clears them from the outbox; a crash anywhere in between
+  leaves the entry in the outbox, where the worker's relay (``relay_outboxes``, every
+  slot's pending set read each tick) completes it. See docs/performance.md.
 * ``triage:zdict:<id>``  the text dictionaries of ``textcodec`` (one per clinical rules
   version, a few KB, no expiry)
 """
@@ -52,6 +61,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import subprocess  # nosec B404 # starts the embedded redis-server (local use only)
 import sys
 import time
@@ -63,21 +73,27 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .keys import (
     INFLIGHT,
     RECORDS,
+    SLOTS,
     STATUS,
     dedup_key,
     meta_key,
+    moved_key,
     optout_key,
+    outbox_key,
+    pending_key,
+    pending_key_of_slot,
     profile_key,
     session_key,
     texts_key,
     transcript_key,
 )
-from .privacy import mask_phone  # noqa: F401  (the one masking helper; kept importable here)
+from .privacy import mask_phone  # the one masking helper (also imported from here)
 from .textcodec import Codec, dict_key
 
 log = logging.getLogger(__name__)
@@ -340,8 +356,9 @@ return {redis.call('GET', KEYS[1]) or false, m[1] or false, m[2] or false, m[3] 
 #   in the current one, '' do not count),
 #   mark the throttle reply sent ('1'/''), transcript max length, transcript ttl,
 #   transcript entries n, then n entries, in-flight ('a' add, 'r' remove, ''),
-#   phone, dedup cap, records n, then n x (record JSON, status)
-_COMMIT = """
+#   phone, dedup cap, records n, then n x (record JSON, status) (on a cluster: n x (outbox
+#   id, '<status>|<record JSON>'))
+_COMMIT_HEAD = """
 local i = 0
 local function arg() i = i + 1; return ARGV[i] end
 local expected, body, ttl, opt, now = arg(), arg(), arg(), arg(), arg()
@@ -375,8 +392,6 @@ if n > 0 then
   redis.call('EXPIRE', KEYS[3], tttl)
 end
 local inflight, phone, cap = arg(), arg(), tonumber(arg())
-if inflight == 'a' then redis.call('ZADD', KEYS[5], now, phone)
-elseif inflight == 'r' then redis.call('ZREM', KEYS[5], phone) end
 if dfield ~= '' or body ~= '' or window ~= '' then
   redis.call('EXPIRE', KEYS[2], mttl)
   if dfield ~= '' and redis.call('HLEN', KEYS[2]) > cap + 4 then
@@ -393,6 +408,11 @@ if dfield ~= '' or body ~= '' or window ~= '' then
     for k = 1, #sids - math.floor(cap / 2) do redis.call('HDEL', KEYS[2], sids[k][2]) end
   end
 end
+"""
+# One Redis server: the in-flight index and the records, in the same script.
+_COMMIT = _COMMIT_HEAD + """
+if inflight == 'a' then redis.call('ZADD', KEYS[5], now, phone)
+elseif inflight == 'r' then redis.call('ZREM', KEYS[5], phone) end
 local out = {'ok'}
 local records = tonumber(arg())
 for _ = 1, records do
@@ -402,6 +422,46 @@ for _ = 1, records do
   table.insert(out, id)
 end
 return out
+"""
+# Redis Cluster: every key in the patient's slot. KEYS 5: the slot's pending set, 6: the
+# patient's outbox. The in-flight mark is ``a<phone>`` in the pending set (score: the time);
+# the records go to the outbox (n x (outbox id, '<status>|<record JSON>')) and ``o<phone>``
+# (score 0) tells the worker there is an outbox to move.
+_COMMIT_CLUSTER = _COMMIT_HEAD + """
+if inflight == 'a' then redis.call('ZADD', KEYS[5], now, 'a' .. phone)
+elseif inflight == 'r' then redis.call('ZREM', KEYS[5], 'a' .. phone) end
+local records = tonumber(arg())
+for _ = 1, records do
+  local oid, value = arg(), arg()
+  redis.call('HSET', KEYS[6], oid, value)
+end
+if records > 0 then redis.call('ZADD', KEYS[5], 0, 'o' .. phone) end
+return {'ok'}
+"""
+
+# Redis Cluster, the move (the slot of ``triage:records``): KEYS 1 the records stream, 2.. the
+# markers of the outbox entries; ARGV 1 the markers' ttl, 2.. the records' JSON. An entry
+# moved before (its marker is there) is not added again: its record id is returned.
+_MOVE = """
+local out = {}
+for k = 2, #KEYS do
+  local id = redis.call('GET', KEYS[k])
+  if not id then
+    id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[k])
+    redis.call('SET', KEYS[k], id, 'EX', ARGV[1])
+  end
+  table.insert(out, id)
+end
+return out
+"""
+
+# Redis Cluster, after the move (the patient's slot): KEYS 1 outbox, 2 pending set; ARGV 1
+# phone, 2.. the outbox ids moved. The pending mark goes when the outbox is empty (a commit
+# adding records meanwhile keeps it: both scripts run in this one slot).
+_MOVED = """
+for k = 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[k]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], 'o' .. ARGV[1]) end
+return 1
 """
 
 # One record: the stream entry and its status, in one step (records of a message are written
@@ -413,6 +473,7 @@ return id
 """
 
 UNREADABLE = "[unreadable: text dictionary missing]"
+MOVED_TTL = 7 * 24 * 3600  # Redis Cluster: how long a moved outbox entry's marker is kept
 DEDUP_CAP = 48  # MessageSids kept per patient (the oldest half dropped past it), within the TTL
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -514,6 +575,65 @@ class Snapshot:
     opted_out: bool
 
 
+class ClusterClient(redis.RedisCluster):
+    """redis-py's cluster client, except that a cluster it cannot reach raises
+    ``redis.ConnectionError`` (a ``RedisError``, which the breaker and the fallback handle)
+    rather than ``RedisClusterException`` (a plain Exception: a 500 for the webhook)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: RedisClusterException) -> Exception:
+    cause = exc.__cause__ or exc.__context__
+    if "cannot be connected" in str(exc) or isinstance(cause, redis.ConnectionError | OSError):
+        return redis.ConnectionError(f"Redis Cluster unreachable: {exc}")
+    return exc  # anything else (keys of two slots in one call) is a bug: as it is
+
+
+class LateCluster:
+    """Stands for a ``RedisCluster`` client that could not be made at start-up (the cluster
+    unreachable: redis-py's cluster client connects when it is made). The app starts anyway,
+    as it does with one Redis server down: every use tries to connect (at most once a second)
+    and raises ``redis.ConnectionError`` until it can, so the webhook's breaker and fallback
+    answer meanwhile; once connected, every use goes to the real client."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any]):
+        self._url, self._kwargs = url, kwargs
+        self._client: redis.RedisCluster | None = None
+        self._next = 0.0
+
+    def twin(self, **changes: Any) -> LateCluster:
+        return LateCluster(self._url, {**self._kwargs, **changes})
+
+    def get_encoder(self) -> Any:  # scripts hash their text without a connection
+        from redis.connection import Encoder
+
+        return Encoder("utf-8", "strict", bool(self._kwargs.get("decode_responses")))
+
+    def register_script(self, script: str) -> Any:
+        from redis.commands.core import Script
+
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def client(self) -> redis.RedisCluster:
+        if self._client is None:
+            if time.monotonic() < self._next:
+                raise redis.ConnectionError("Redis Cluster unreachable (tried < 1 s ago)")
+            try:
+                self._client = ClusterClient.from_url(self._url, **self._kwargs)
+            except (RedisClusterException, redis.RedisError, OSError) as exc:
+                self._next = time.monotonic() + 1
+                raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client(), name)
+
+
 @dataclass
 class RateLimit:
     texts: int
@@ -521,8 +641,13 @@ class RateLimit:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, *, session_ttl: int, dedup_ttl: int,
-                 codec: Codec | None = None):
+    """``client`` a ``redis.Redis`` (one server, or a Sentinel primary) or a
+    ``redis.RedisCluster`` (``self.cluster``: the commit writes only the patient's slot, the
+    records go through the patient's outbox; see ``move_outbox``)."""
+
+    def __init__(self, client: redis.Redis | redis.RedisCluster | LateCluster, *,
+                 session_ttl: int,
+                 dedup_ttl: int, codec: Codec | None = None):
         self.session_ttl = session_ttl
         self.dedup_ttl = dedup_ttl
         self.codec = codec or Codec(b"")
@@ -539,6 +664,10 @@ class Store:
         path's compressed values, on a pool of its own with the same settings (tests and the
         benchmark swap ``store.r`` for a counting client: the twin follows)."""
         self._r = client
+        self.cluster = isinstance(client, redis.RedisCluster | LateCluster)
+        if self.cluster:
+            self._cluster_twin(client)
+            return
         pool = client.connection_pool
         # RESP2 for the twin: redis-py 8 speaks RESP3 by default, whose pure-Python parser
         # made each script call cost 0.23 ms instead of 0.09 ms (measured on loopback); the
@@ -551,12 +680,47 @@ class Store:
         self._read = self.raw.register_script(_READ)
         self._commit_script = self.raw.register_script(_COMMIT)
 
+    def _cluster_twin(self, client: redis.RedisCluster | LateCluster) -> None:
+        """On a cluster: the bytes twin (RESP2, as above) is a second cluster client with the
+        same settings, and the commit is the cluster's (the patient's slot only)."""
+        from redis.cluster import ClusterNode
+
+        if isinstance(client, LateCluster):
+            self.raw = client.twin(decode_responses=False, protocol=2)
+        else:
+            self.raw = self._cluster_raw(client, ClusterNode)
+        self._read = self.raw.register_script(_READ)
+        self._commit_script = self.raw.register_script(_COMMIT_CLUSTER)
+        self._move_script = self.raw.register_script(_MOVE)
+        self._moved_script = self.raw.register_script(_MOVED)
+
+    @staticmethod
+    def _cluster_raw(client: redis.RedisCluster, node_class: Any) -> redis.RedisCluster:
+        kwargs = {k: v for k, v in client.nodes_manager.connection_kwargs.items()
+                  if not k.startswith(("maint_", "orig_", "himport", "oss_"))
+                  and k not in ("host", "port", "db", "retry")}
+        kwargs.update(decode_responses=False, protocol=2)
+        return ClusterClient(
+            startup_nodes=[node_class(n.host, n.port) for n in client.get_nodes()],
+            retry=client.retry, **kwargs)
+
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 0.5,
-                 connect_timeout: float = 0.5, **kwargs: Any) -> Store:
+                 connect_timeout: float = 0.5, cluster: bool = False, **kwargs: Any) -> Store:
         """Tight timeouts and no retry after a timeout: a stalled Redis costs one timeout, and
         the circuit breaker (``breaker.py``) stops the calls after the first. (redis-py's
-        default, three retries with backoff, made a stalled Redis cost ~15 s a message.)"""
+        default, three retries with backoff, made a stalled Redis cost ~15 s a message.)
+        ``cluster`` (setting ``REDIS_CLUSTER``): ``url`` is one node of a Redis Cluster (the
+        client finds the others, and connects at once)."""
+        if cluster:
+            late = LateCluster(url, {"decode_responses": True, "socket_timeout": socket_timeout,
+                                     "socket_connect_timeout": connect_timeout,
+                                     "retry": Retry(NoBackoff(), 1)})
+            try:
+                return cls(late.client(), **kwargs)
+            except redis.ConnectionError as exc:
+                log.warning("%s: starting without it, connecting at the first use", exc)
+                return cls(late, **kwargs)
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout,
                                       socket_connect_timeout=connect_timeout,
                                       health_check_interval=30,
@@ -679,11 +843,17 @@ class Store:
             entries.append(b"O" + stamp + self.codec.encode(result.reply))
         records = [] if throttled else result.records
         rec_args: list[bytes | str] = []
-        for record in records:
+        boxed: list[tuple[str, str, str]] = []  # on a cluster: (outbox id, status, JSON)
+        for k, record in enumerate(records):
             rec = dict(record)
             rec.pop("id", None)
             rec.setdefault("status", "open")
-            rec_args += [encode_record(rec), rec["status"]]
+            if self.cluster:  # unique: the time, the place in the message and 64 random bits
+                boxed.append((f"{ms36}-{k}-{secrets.token_hex(8)}", rec["status"],
+                               encode_record(rec)))
+                rec_args += [boxed[-1][0], f"{rec['status']}|{boxed[-1][2]}"]
+            else:
+                rec_args += [encode_record(rec), rec["status"]]
         inflight = "" if throttled else ("a" if result.in_checklist else "r")
         args: list[bytes | str | int] = [
             "" if throttled or snap is None else snap.version, body,
@@ -697,13 +867,24 @@ class Store:
             inflight, phone, DEDUP_CAP, len(records), *rec_args]
         if not self._published:
             self.publish_dictionary()  # Redis was down at start-up: once, before the first
-        done = self._commit(
-            [session_key(phone), meta_key(phone), texts_key(phone), optout_key(phone),
-             INFLIGHT, RECORDS, STATUS], args)
+        keys = [session_key(phone), meta_key(phone), texts_key(phone), optout_key(phone)]
+        if self.cluster:
+            keys += [pending_key(phone), outbox_key(phone)]
+        else:
+            keys += [INFLIGHT, RECORDS, STATUS]
+        done = self._commit(keys, args)
         if done[0] == b"conflict":
             return None
-        ids = [x.decode() for x in done[1:]]
         pending = None if throttled else (getattr(result, "pending", None) or "")
+        if self.cluster:
+            # committed; the records are in the outbox: move them now (a 3rd call, only for
+            # a message that wrote a record), or the worker's relay will
+            moved = self._move_after_commit(phone, boxed) if boxed else []
+            return Saved(result.reply, False,
+                         [{**rec, "id": rid} for rec, rid in zip(records, moved, strict=True)]
+                         if moved else [dict(rec) for rec in records],
+                         state=state, throttled=throttled, pending=pending)
+        ids = [x.decode() for x in done[1:]]
         return Saved(result.reply, False, [{**rec, "id": rid} for rec, rid in
                                            zip(records, ids, strict=True)],
                      state=state, throttled=throttled, pending=pending)
@@ -712,6 +893,105 @@ class Store:
         """The one commit call (EVALSHA; NOSCRIPT reloads the script). Tests that simulate a
         crash just before or just after it reached Redis replace this method."""
         return self._commit_script(keys=keys, args=args)
+
+    # -- Redis Cluster: the outbox
+    def _move_after_commit(self, phone: str, entries: list[tuple[str, str, str]]
+                           ) -> list[str]:
+        """The message's own records, moved just after its commit; [] when that failed (they
+        are committed in the outbox: the worker's relay moves them, exactly once)."""
+        try:
+            return self.move_outbox(phone, entries)
+        except (redis.RedisError, OSError, RedisClusterException) as exc:
+            log.warning("records of %s left in the outbox for the worker (%s)",
+                        mask_phone(phone), type(exc).__name__)
+            return []
+
+    def outbox(self, phone: str) -> list[tuple[str, str, str]]:
+        """A patient's outbox entries, oldest first: (outbox id, status, record JSON)."""
+        got = self.r.hgetall(outbox_key(phone))
+        entries = []
+        for oid, value in got.items():
+            status, _, data = value.partition("|")
+            entries.append((oid, status, data))
+
+        def order(entry: tuple[str, str, str]) -> tuple[int, int, str]:
+            ms, k, rest = [*entry[0].split("-", 2), "0", ""][:3]
+            return int(ms, 36), int(k), rest
+        return sorted(entries, key=order)
+
+    def move_outbox(self, phone: str, entries: list[tuple[str, str, str]] | None = None
+                    ) -> list[str]:
+        """Move outbox entries (all of the patient's when ``entries`` is None) to
+        ``triage:records``; return their record ids. Idempotent: an entry moved before (its
+        marker in the records' slot) is not added again, so a crash at any point, a second
+        mover (the web process and the worker at once) or a retry never doubles a record, and
+        an entry leaves the outbox only once its record and status are written. Three calls
+        (the records' slot, the status hash's slot, the patient's slot: Redis Cluster puts
+        them on different shards)."""
+        if entries is None:
+            entries = self.outbox(phone)
+        if entries:
+            ids = self._move(entries)
+            pipe = self.r.pipeline(transaction=False)
+            for (_, status, _), rid in zip(entries, ids, strict=True):
+                pipe.hsetnx(STATUS, rid, status)  # never over a nurse's acknowledgement
+            pipe.execute()
+        else:
+            ids = []
+        self._moved(phone, [oid for oid, _, _ in entries])
+        return ids
+
+    def _move(self, entries: list[tuple[str, str, str]]) -> list[str]:
+        """The move script (tests that simulate a crash after it reached Redis replace this)."""
+        got = self._move_script(keys=[RECORDS, *(moved_key(oid) for oid, _, _ in entries)],
+                                args=[MOVED_TTL, *(data for _, _, data in entries)])
+        return [x.decode() for x in got]
+
+    def _moved(self, phone: str, oids: list[str]) -> None:
+        self._moved_script(keys=[outbox_key(phone), pending_key(phone)], args=[phone, *oids])
+
+    def _pending(self, low: str | float, high: str | float) -> list[str]:
+        """Members of every slot's pending set scored in [low, high]: one pipeline per master
+        over the slots it serves (16,384 small reads in all), a cost that does not grow with
+        patients or records. A slot that moved meanwhile (resharding: MOVED) is read again
+        through the cluster client."""
+        out: list[str] = []
+        for node, slots in self._slot_owners():
+            pipe = node.redis_connection.pipeline(transaction=False)
+            for slot in slots:
+                pipe.zrangebyscore(pending_key_of_slot(slot), low, high)
+            for slot, found in zip(slots, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(found, Exception):
+                    found = self.r.zrangebyscore(pending_key_of_slot(slot), low, high)
+                out.extend(found)
+        return out
+
+    def _slot_owners(self) -> list[tuple[Any, list[int]]]:
+        """(master, the slots it serves) as the cluster client last knew them."""
+        manager = self.r.nodes_manager
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for slot in range(SLOTS):
+            node = manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, []))[1].append(slot)
+        return list(by_node.values())
+
+    def relay_outboxes(self) -> int:
+        """The worker's relay (Redis Cluster; nothing to do on one server): every outbox left
+        by a message whose move did not happen (a crash, a failed call). Returns the records
+        moved (an entry moved before counts again: it is idempotent)."""
+        if not self.cluster:
+            return 0
+        moved = 0
+        for member in self._pending("-inf", 0):
+            if not member.startswith("o"):
+                continue
+            phone = member[1:]
+            try:
+                moved += len(self.move_outbox(phone))
+            except (redis.RedisError, OSError, ValueError, RedisClusterException):
+                log.exception("could not move the outbox of %s; tried again next tick",
+                              mask_phone(phone))
+        return moved
 
     def process(self, phone: str, sid: str | None, inbound: str | None,
                 step: Callable[[dict[str, Any] | None], Any], now: float | None = None,
@@ -737,6 +1017,10 @@ class Store:
         record = dict(record)
         record.pop("id", None)
         record.setdefault("status", "open")
+        if self.cluster:  # two slots: the stream first (a missing status reads as "open")
+            rid = str(self.r.xadd(RECORDS, {"data": encode_record(record)}))
+            self.r.hset(STATUS, rid, record["status"])
+            return rid
         return str(self.r.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
                                encode_record(record), record["status"]))
 
@@ -821,6 +1105,9 @@ class Store:
         return self.r.hgetall(profile_key(phone))
 
     def stale_inflight(self, older_than: float) -> list[str]:
+        """Patients with a checklist open and no message since ``older_than``."""
+        if self.cluster:
+            return [m[1:] for m in self._pending("(0", older_than) if m.startswith("a")]
         return list(self.r.zrangebyscore(INFLIGHT, "-inf", older_than))
 
 

@@ -2,7 +2,9 @@
 
 Every WORKER_TICK_SECONDS one ``tick(app, now)``:
 
-1. sweeps checklists left open past ABANDON_AFTER_MINUTES into 'abandoned' records;
+1. on a Redis Cluster, moves the records left in patients' outboxes to ``triage:records``
+   (``Store.relay_outboxes``: a message whose own move did not happen), then sweeps
+   checklists left open past ABANDON_AFTER_MINUTES into 'abandoned' records;
 2. consumes new triage records (consumer group ``pagers`` on ``triage:records``, taking over
    entries a crashed worker left behind): starts pages (EMERGENCY, URGENT, incomplete triage),
    acknowledgement deadlines, SOON follow-ups, and links follow-up answers to their record;
@@ -134,6 +136,8 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     rt = runtime(app)
     service = app.extensions["triage"]
     replayed = service.replay_spool()  # texts received during an outage, first
+    if service.store.cluster:
+        return _cluster_tick(app, service, now, replayed)
     abandoned = service.sweep_abandoned(now)
     consumed = _drain(lambda: consume(service.store.r, rt.consumer,
                                       lambda rid, rec: route(rt, rid, rec, now),
@@ -147,6 +151,22 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
                   app.config.get("EXPORT_DIR") or Path(app.instance_path) / "exports")
     return {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
             "overdue": overdue, "pages": paged, "calls": calls, "follow_ups": followed}
+
+
+def _cluster_tick(app: Flask, service: Any, now: float, replayed: int) -> dict[str, int]:
+    """The tick on a Redis Cluster: the outboxes first (records that a message committed but
+    did not move), then the abandon sweep (its records are moved by their own commit), then
+    the care-read indexes. The pager's transactions (WATCH ``triage:status`` with
+    ``triage:esc:<id>``, the due sets) span slots: on a cluster the records are kept,
+    indexed and shown, NOT paged, which is why a production start is refused
+    (``config.check_production``; docs/performance.md)."""
+    relayed = service.store.relay_outboxes()
+    abandoned = service.sweep_abandoned(now)
+    log.error("REDIS_CLUSTER: records are relayed and indexed but NOT paged (paging needs one "
+              "Redis server or a Sentinel primary)")
+    indexes.catch_up(service.store.r, now, indexes.retention_days(app.config))
+    return {"replayed": replayed, "relayed": relayed, "abandoned": len(abandoned),
+            "records": 0, "overdue": 0, "pages": 0, "calls": 0, "follow_ups": 0}
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
@@ -212,8 +232,8 @@ def check(max_age: float | None = None, now: float | None = None) -> tuple[bool,
     url = settings["REDIS_URL"] or f"unix://{Path(settings['INSTANCE_PATH']) / 'redis.sock'}"
     limit = max_age or max(60, 4 * settings["WORKER_TICK_SECONDS"])
     try:
-        raw = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3).get(
-            HEARTBEAT)
+        kind = redis.RedisCluster if settings.get("REDIS_CLUSTER") else redis.Redis
+        raw = kind.from_url(url, socket_timeout=3, socket_connect_timeout=3).get(HEARTBEAT)
     except (redis.RedisError, OSError) as exc:
         return False, f"worker check: Redis does not answer ({exc.__class__.__name__})"
     if raw is None:

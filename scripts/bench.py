@@ -21,6 +21,11 @@ a temporary folder, named at the end only if something failed).
   the overview timed through the app (median of 5, in process, no HTTP).
 
 ``--smoke`` runs all of it small, in a few seconds (CI calls it so the benchmark cannot rot).
+
+``--cluster``: the service runs against a local 3-master Redis Cluster
+(``scripts/redis_cluster.py``, ``REDIS_CLUSTER=1``), the baseline stays on one redis-server
+(its bare client is not a cluster client); commands per message are summed over the masters,
+round trips counted on every connection's socket.
 """
 
 from __future__ import annotations
@@ -403,6 +408,88 @@ def per_message(redis_url: str, folder: Path, conversations: int) -> dict[str, A
             "baseline_trips": Counting.trips / len(CONVERSATION), "last_reply": last}
 
 
+# --------------------------------------------------------------------------- --cluster
+
+@contextmanager
+def cluster_server(folder: Path, wanted: bool) -> Iterator[str | None]:
+    """A local 3-master Redis Cluster for the service (``--cluster``), else None."""
+    if not wanted:
+        yield None
+        return
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import redis_cluster
+
+    try:
+        yield redis_cluster.start(folder / "cluster")
+    finally:
+        redis_cluster.stop(folder / "cluster")
+
+
+def cluster_commandstats(url: str) -> dict[str, int]:
+    """INFO commandstats summed over the cluster's masters."""
+    client = redis.RedisCluster.from_url(url)
+    total: dict[str, int] = {}
+    try:
+        for node in client.get_primaries():
+            conn = redis.Redis(host=node.host, port=node.port)
+            for name, n in commandstats(conn).items():
+                total[name] = total.get(name, 0) + n
+            conn.close()
+    finally:
+        client.close()
+    return total
+
+
+def per_message_cluster(url: str, baseline_url: str, folder: Path, conversations: int
+                        ) -> dict[str, Any]:
+    """``per_message`` for the service on a cluster: round trips counted on every socket
+    write of every connection (a pipeline to two masters is two), commands summed over the
+    masters, memory of an idle patient's keys (all in one slot)."""
+    import logging
+
+    from bot import create_app
+
+    app = create_app({**app_settings(url, folder), "REDIS_CLUSTER": True})
+    logging.getLogger().setLevel(logging.WARNING)
+    client = app.test_client()
+    plain = redis.RedisCluster.from_url(url, decode_responses=True)
+    phones = numbers(98, conversations)
+    assert client.get("/healthz").status_code == 200
+    real = redis.Connection.send_packed_command
+
+    def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+        Counting.trips += 1
+        real(conn, command, check_health)
+
+    signed(client, "+15559800000", "hello", "SM98warm" + "0" * 26)  # scripts loaded
+    before, Counting.trips, sent = cluster_commandstats(url), 0, 0
+    redis.Connection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        for phone in phones:
+            for step, body in enumerate(CONVERSATION):
+                resp = signed(client, phone, body, f"SM98{phone[-5:]}{step:02d}{'0' * 22}")
+                assert resp.status_code == 200, resp.status_code
+                sent += 1
+    finally:
+        redis.Connection.send_packed_command = real  # type: ignore[method-assign]
+    trips = Counting.trips / sent
+    commands = delta(cluster_commandstats(url), before) / sent
+    n = min(20, len(phones))
+    parts: dict[str, float] = {}
+    count = 0
+    for phone in phones[:n]:
+        for suffix in ("session", "meta", "texts", "optout", "profile", "outbox"):
+            used = plain.memory_usage(f"triage:{{{phone}}}:{suffix}", samples=0) or 0
+            if used:
+                count += 1
+                parts[suffix] = parts.get(suffix, 0) + used / n
+    plain.close()
+    base = per_message(baseline_url, folder / "base", 1)
+    return {"trips": trips, "commands": commands, "patient_bytes": sum(parts.values()),
+            "patient_parts": parts, "keys_per_patient": count / n,
+            "baseline_trips": base["baseline_trips"], "last_reply": ""}
+
+
 # --------------------------------------------------------------------------- care reads
 
 RECENT = 500  # records over the last 30 days, at every size
@@ -564,6 +651,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,100000,1000000")
     ap.add_argument("--workers-scan", default="1,2,4",
                     help="service req/s with these gunicorn worker counts ('' to skip)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="the service against a local 3-master Redis Cluster")
     ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                     help="the load tool (auto: wrk when installed, else the Python one)")
     ap.add_argument("--startup-only", type=int, default=0, metavar="N",
@@ -635,17 +724,23 @@ def run(args: argparse.Namespace, folder: Path) -> str:
     starts: dict[str, list[float]] = {"baseline": [], "service": []}
     scan: dict[int, float] = {}
     service_commands = served = 0
-    with redis_server(folder / "redis") as url:
+    with redis_server(folder / "redis") as url, \
+            cluster_server(folder, getattr(args, "cluster", False)) as cluster:
         r = redis.Redis.from_url(url, decode_responses=True)
         env = service_env(url, folder)
+        service_env_, stats = env, lambda: commandstats(r)
+        if cluster:
+            service_env_ = {**service_env(cluster, folder), "REDIS_CLUSTER": "1"}
+            stats = lambda: cluster_commandstats(cluster)  # noqa: E731
         batch = 0
         for _ in range(args.rounds):
             for name, app in (("baseline", "bench_baseline:app"), ("service", "wsgi:app")):
                 batch += 1
                 reqs = folder / f"round{batch}"
                 write_requests(reqs, batch, args.numbers, conversations)
-                with gunicorn(app, env, folder / f"{name}.log") as (port, started, pgid):
-                    before = commandstats(r)
+                with gunicorn(app, service_env_ if name == "service" else env,
+                              folder / f"{name}.log") as (port, started, pgid):
+                    before = stats()
                     time.sleep(0.5)  # every worker forked (the first /healthz needs one)
                     web, pids = group(pgid), list(REDIS_PIDS)
                     cpu0 = (cpu_seconds(web), cpu_seconds(pids), children_cpu())
@@ -656,7 +751,7 @@ def run(args: argparse.Namespace, folder: Path) -> str:
                                          strict=True):
                         res[key] = (b - a) * 1000 / max(1, res["requests"])  # ms a request
                     if name == "service":
-                        service_commands += delta(commandstats(r), before)
+                        service_commands += delta(stats(), before)
                         served += res["requests"]
                 results[name].append(res)
                 starts[name].append(started)
@@ -664,9 +759,12 @@ def run(args: argparse.Namespace, folder: Path) -> str:
             batch += 1
             reqs = folder / f"round{batch}"
             write_requests(reqs, batch, args.numbers, conversations)
-            with gunicorn("wsgi:app", env, folder / "scan.log", workers) as (port, _, _):
+            with gunicorn("wsgi:app", service_env_, folder / "scan.log", workers) as (port, _, _):
                 scan[workers] = wrk(port, reqs, args.seconds)["rps"]
-        msg = per_message(url, folder, 20 if args.smoke else 100)
+        if cluster:
+            msg = per_message_cluster(cluster, url, folder, 20 if args.smoke else 100)
+        else:
+            msg = per_message(url, folder, 20 if args.smoke else 100)
     reads, mem = care_reads(folder, sizes)
     return table(args, results, starts, service_commands / max(1, served), msg, reads, mem,
                  scan)
@@ -730,7 +828,9 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
             f"{platform.python_version()}, {os.cpu_count()} cores, "
             f"{args.rounds} round(s) of {args.seconds:g} s each way, "
             f"{f'wrk -t{THREADS}' if use_wrk() else 'Python load generator,'} "
-            f"-c{CONNECTIONS}, {args.numbers} numbers, gunicorn.conf.py")
+            f"-c{CONNECTIONS}, {args.numbers} numbers, gunicorn.conf.py"
+            + (", service on a 3-master Redis Cluster (baseline: one redis-server)"
+               if getattr(args, "cluster", False) else ""))
     out = [head, ""]
     for i, row in enumerate(lines):
         out.append(" | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)).rstrip())

@@ -5,10 +5,8 @@ index shares the slot of the patient's other keys."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,23 +15,22 @@ from redis.exceptions import RedisClusterException
 
 from bot import escalations, indexes
 from bot.store import RECORDS, STATUS, session_key
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import redis_cluster
+from conftest import flush_cluster
 
 NOW = time.time()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    folder = tmp_path_factory.mktemp("cluster")
-    url = redis_cluster.start(folder)
-    client = RedisCluster.from_url(url, decode_responses=True)
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(cluster_url: str) -> Iterator[RedisCluster]:
+    flush_cluster(cluster_url)
+    client = RedisCluster.from_url(cluster_url, decode_responses=True)
     try:
         yield client
     finally:
         client.close()
-        redis_cluster.stop(folder)
 
 
 def add(r: Any, phone: str, tier: str, ts: float) -> str:
@@ -85,9 +82,9 @@ def test_indexes_and_reads_across_shards(cluster: RedisCluster) -> None:
 
 def test_the_hot_path_read_runs_on_the_cluster_and_the_commit_is_refused_cross_slot(
         cluster: RedisCluster) -> None:
-    """What runs on a cluster today and what does not (docs/performance.md: the outbox it
-    would take): the message's read script touches one slot; its commit also writes the
-    service-wide records stream, status hash and in-flight index, which a cluster refuses."""
+    """Why a cluster needs its own commit (tests/test_cluster_outbox.py runs it): the read
+    script touches one slot; the one-server commit also writes the service-wide records
+    stream, status hash and in-flight index, which a cluster refuses."""
     import redis
 
     from bot.store import (
