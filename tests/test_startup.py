@@ -90,7 +90,14 @@ def test_gunicorn_builds_the_app_once_before_forking() -> None:
     spec = importlib.util.spec_from_file_location("gconf", ROOT / "gunicorn.conf.py")
     assert spec and spec.loader
     conf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
+    import gc
+
+    try:
+        spec.loader.exec_module(conf)
+        assert not gc.isenabled()  # no collections while the master builds the app
+    finally:
+        conf.when_ready(None)  # what gunicorn calls once the app is built, before forking
+    assert gc.isenabled()
     assert conf.preload_app is True
 
 

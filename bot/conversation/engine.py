@@ -53,8 +53,8 @@ class Result:
         return self.session.get("at") or None
 
 
-READ_MEMO_CHARS = 160   # texts this short have their reading remembered (Engine.read)
-READ_MEMO_SIZE = 4096   # how many (at most about 2 MB)
+READ_MEMO_CHARS = 60    # texts this short have their reading remembered (Engine.read)
+READ_MEMO_SIZE = 4096   # how many: about 1.1 KB a reading of 40 characters, 5 MB at most
 
 
 class Engine:
