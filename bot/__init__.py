@@ -22,7 +22,7 @@ from .conversation import reading, snapshot
 from .conversation.engine import Engine
 from .conversation.flows import load_library
 from .privacy import MaskPhones, install_log_masking, mask_phone, mask_text
-from .rules_version import HASH_CHARS, full_digest, human_version, rules_version
+from .rules_version import rules_version, versioned
 from .service import TriageService
 from .spool import Spool
 from .store import RateLimit, Store, embedded_redis_url
@@ -95,8 +95,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # The rules' version is taken from the same files the library is loaded from: hashed
     # before and after loading, so an edit saved mid-start cannot be stamped with the wrong one.
     flows_dir = app.config["FLOWS_DIR"]
-    version, digest = human_version(flows_dir), full_digest(flows_dir)
-    version = f"{version}+{digest[:HASH_CHARS]}"
+    version, digest = versioned(flows_dir)
     engine_settings = {"oncology_line": app.config["ONCOLOGY_LINE_NUMBER"],
                        "care_team": app.config["CARE_TEAM_NUMBER"],
                        "max_body_chars": app.config["MAX_BODY_CHARS"],

@@ -43,10 +43,10 @@ from .keys import (
     members_key,
     voice_key,
 )
+from .paging import GROUP  # the pager's consumer group: what it has not acknowledged stays
 from .store import decode_record
 
 log = logging.getLogger(__name__)
-GROUP = "pagers"  # paging.py's consumer group (not imported: paging imports the worker side)
 BATCH = 500
 
 

@@ -69,4 +69,10 @@ def human_version(flows_dir: str | Path) -> str:
 
 def rules_version(flows_dir: str | Path) -> str:
     """``"<human version>+<content hash>"``, e.g. ``"2026-11-26.1+3f9a2c1d"``."""
-    return f"{human_version(flows_dir)}+{content_hash(flows_dir)}"
+    return versioned(flows_dir)[0]
+
+
+def versioned(flows_dir: str | Path) -> tuple[str, str]:
+    """``rules_version`` and ``full_digest`` from one reading of the files."""
+    digest = full_digest(flows_dir)
+    return f"{human_version(flows_dir)}+{digest[:HASH_CHARS]}", digest

@@ -167,14 +167,19 @@ def test_older_transcript_entries_and_dedup_keys_still_read(app: Any, phone: Pho
     assert phone.send("anything", sid="SMold") == "Old reply"  # a retry across the upgrade
 
 
+def store_with_other_rules(store: Store, tmp_path: Any) -> Store:
+    """The same Redis, through a process whose flow files (and so text dictionary) differ."""
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "m.yaml").write_text("a: some other sentence of the clinical rules\n")
+    return Store(store.r, session_ttl=60, dedup_ttl=60,
+                 codec=Codec(build_dictionary(tmp_path / "flows")))
+
+
 def test_texts_from_a_process_with_other_rules_read_through_the_dictionary_in_redis(
         app: Any, phone: Phone, tmp_path: Any) -> None:
     store: Store = app.extensions["triage"].store
     phone.send("fever")
-    (tmp_path / "flows").mkdir()
-    (tmp_path / "flows" / "m.yaml").write_text("a: some other sentence of the clinical rules\n")
-    other = Store(store.r, session_ttl=60, dedup_ttl=60,
-                  codec=Codec(build_dictionary(tmp_path / "flows")))
+    other = store_with_other_rules(store, tmp_path)
     assert other.codec.id != store.codec.id
     assert "ANY of these" in other.transcript(phone.number)[1]["text"]
     assert other.session(phone.number)["at"] == "fever:danger_signs"
@@ -292,10 +297,7 @@ def test_a_lost_dictionary_costs_the_conversation_not_the_line(app: Any, phone: 
 
     store: Store = app.extensions["triage"].store
     phone.send("fever")
-    (tmp_path / "flows").mkdir()
-    (tmp_path / "flows" / "m.yaml").write_text("a: some other sentence of the clinical rules\n")
-    other = Store(store.r, session_ttl=60, dedup_ttl=60,
-                  codec=Codec(build_dictionary(tmp_path / "flows")))
+    other = store_with_other_rules(store, tmp_path)
     store.raw.delete(dict_key(store.codec.id))  # gone from Redis, unknown to this process
     assert other.session(phone.number) is None  # a fresh conversation, not an error
     assert other.transcript(phone.number)[1]["text"].startswith("[unreadable")

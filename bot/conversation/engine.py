@@ -95,7 +95,6 @@ class Engine:
 
     def _index_findings(self) -> None:
         """Which questions a finding answers, and which checklists a concept leads to."""
-        self.fillable: list[tuple[Flow, Question]] = []
         self.fill_index: list[tuple[Flow, Question, frozenset[str], str | None]] = []
         self.concept_flows: dict[str, list[str]] = {}
         # (concept, flow) where the concept only answers the flow's EMERGENCY screen: "very
@@ -108,7 +107,6 @@ class Engine:
                 concepts = list(q.answered_by) + list(q.answered_no_by) + [
                     c for o in q.options for c in o.concepts]
                 if concepts or q.value or q.type == "temperature":
-                    self.fillable.append((flow, q))
                     # What could fill it: one of these signs, or this value (answers.py
                     # skips the question at once when the conversation has neither).
                     needs = set(concepts) | ({"no_thermometer"} if q.type == "temperature"

@@ -323,25 +323,28 @@ def packed_program(pattern: re.Pattern[str]) -> tuple[Any, ...]:
 def pattern_from_program(rx: str, flags: int, code: bytes, groups: int,
                          groupindex: dict[str, int], indexgroup: tuple[str | None, ...]
                          ) -> re.Pattern[str]:
-    """``packed_program``'s pattern again (``_sre.compile`` validates the code); if the
-    program does not fit this Python, compiled from its text."""
+    """``packed_program``'s pattern again; if the program does not fit this Python, compiled
+    from its text."""
     try:
-        pattern = _sre.compile(rx, flags, array("I", code).tolist(), groups, groupindex,
-                               indexgroup)
-        if pattern.pattern == rx and pattern.groups == groups:
-            return pattern
-    except Exception:  # nosec B110 # compiled from the text below
-        pass
-    return re.compile(rx, flags)
+        return _sre_pattern(rx, flags, code, groups, groupindex, indexgroup)
+    except Exception:  # a program from another Python or sre engine: compiled instead
+        return re.compile(rx, flags)
+
+
+def _sre_pattern(rx: str, flags: int, code: bytes, groups: int, groupindex: dict[str, int],
+                 indexgroup: tuple[str | None, ...]) -> re.Pattern[str]:
+    """A program back to its pattern (``_sre.compile`` validates the code); ValueError when it
+    is not the pattern of ``rx``."""
+    pattern = _sre.compile(rx, flags, array("I", code).tolist(), groups, groupindex, indexgroup)
+    if pattern.pattern != rx or pattern.groups != groups:
+        raise ValueError("cached pattern does not match its text")
+    return pattern
 
 
 def _from_program(entry: list[Any]) -> re.Pattern[str]:
     rx, flags, code, groups, groupindex, indexgroup = entry
-    pattern = _sre.compile(rx, flags, array("I", base64.b64decode(code)).tolist(), groups,
-                           groupindex, tuple(indexgroup))
-    if pattern.pattern != rx or pattern.groups != groups:
-        raise ValueError("cached pattern does not match its text")
-    return pattern
+    return _sre_pattern(rx, flags, base64.b64decode(code), groups, groupindex,
+                        tuple(indexgroup))
 
 
 class _PatternBuild:

@@ -4,7 +4,7 @@ Building the engine is most of a process's start-up: parsing the flow files (YAM
 them, and building the reader (about 1,800 wordings made into about 350 patterns). The result
 depends only on the flow files, the conversation core's code and the engine's settings, so a
 process that built it writes it to the instance folder, and the next process with the same
-three loads it instead (a pickle: about 15 ms, against 150 to 250 ms to build).
+three loads it instead (a pickle: about 30 ms, against 150 to 250 ms to build).
 
 * **The key** is a SHA-256 of the flow files (every file ``rules_version`` hashes, in full),
   the source of every module of the core (``bot/conversation/*.py`` and the pure modules it
