@@ -26,11 +26,11 @@ _REPLACEMENTS = {
 }
 
 
-def is_gsm7(text: str) -> bool:
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
-
-
 _GSM7_ALL = frozenset(GSM7_BASIC) | frozenset(GSM7_EXTENDED)
+
+
+def is_gsm7(text: str) -> bool:
+    return _GSM7_ALL.issuperset(text)
 
 
 def non_gsm7(text: str) -> list[str]:
@@ -38,7 +38,11 @@ def non_gsm7(text: str) -> list[str]:
 
 
 def septets(text: str) -> int:
-    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+    """One septet a character, two for the extension table's (an escape and the character)."""
+    return len(text) + sum(text.count(ch) for ch in _EXTENDED_CHARS)
+
+
+_EXTENDED_CHARS = tuple(GSM7_EXTENDED)
 
 
 def segments(text: str) -> int:

@@ -840,7 +840,7 @@ class Store:
         if inbound is not None:
             entries.append(b"i" + stamp + inbound.encode(errors="replace"))
         if result.reply is not None:
-            entries.append(b"O" + stamp + self.codec.encode(result.reply))
+            entries.append(b"O" + stamp + self.codec.encode_reply(result.reply))
         records = [] if throttled else result.records
         rec_args: list[bytes | str] = []
         boxed: list[tuple[str, str, str]] = []  # on a cluster: (outbox id, status, JSON)

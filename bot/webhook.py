@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from functools import lru_cache
 from typing import Any
@@ -28,6 +29,7 @@ from xml.sax.saxutils import escape as xml_escape  # nosec B406 # escapes text w
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
+from werkzeug.http import http_date
 
 from .breaker import StoreUnavailable
 from .conversation.engine import Opt
@@ -167,9 +169,32 @@ def remember_state(resp: Response, phone: str, state: str | None,
             resp.delete_cookie(PENDING_COOKIE, path="/sms", secure=secure, httponly=True)
         return
     issued = int(time.time() if now is None else now)
-    resp.set_cookie(PENDING_COOKIE, f"{state}|{issued}|{_mac(phone, state, issued)}",
-                    max_age=PENDING_MAX_AGE, path="/sms", secure=secure, httponly=True,
-                    samesite="Lax")
+    value = f"{state}|{issued}|{_mac(phone, state, issued)}"
+    if _COOKIE_PLAIN.fullmatch(value):
+        resp.headers.add("Set-Cookie", pending_cookie_header(value, secure))
+    else:  # never for the flows' ids; werkzeug quotes what needs quoting
+        resp.set_cookie(PENDING_COOKIE, value, max_age=PENDING_MAX_AGE, path="/sms",
+                        secure=secure, httponly=True, samesite="Lax")
+
+
+# A value werkzeug's dump_cookie writes as it is (state ids are [a-z0-9_] and ":").
+_COOKIE_PLAIN = re.compile(r"[A-Za-z0-9_:.|-]{1,400}")
+
+
+@lru_cache(maxsize=2)
+def _expires(second: int) -> str:
+    return http_date(second)
+
+
+def pending_cookie_header(value: str, secure: bool, now: float | None = None) -> str:
+    """The ``Set-Cookie`` value werkzeug's ``set_cookie`` writes for the pending-question
+    cookie (``max_age=PENDING_MAX_AGE, path="/sms", httponly, samesite="Lax"``), written
+    directly: on every reply, ``dump_cookie`` cost more than the rest of the cookie
+    (tests/test_fallback_cookie.py checks the two agree). ``Expires`` is the real time now
+    plus the maximum age, as werkzeug writes it."""
+    expires = _expires(int(time.time() if now is None else now) + PENDING_MAX_AGE)
+    return (f"{PENDING_COOKIE}={value}; Expires={expires}; Max-Age={PENDING_MAX_AGE}; "
+            f"{'Secure; ' if secure else ''}HttpOnly; Path=/sms; SameSite=Lax")
 
 
 def pending_state(phone: str, now: float | None = None) -> str | None:

@@ -136,6 +136,31 @@ def test_the_cookie_follows_the_conversation_and_expires(app: Any, client: Any) 
     assert cookie(client) is None
 
 
+def test_the_cookie_header_is_what_werkzeug_writes(app: Any) -> None:
+    """``pending_cookie_header`` writes by hand what ``Response.set_cookie`` writes, for every
+    state a flow can leave pending, over http and https."""
+    from flask import Response
+
+    from bot.webhook import pending_cookie_header
+
+    engine = app.extensions["triage"].engine
+    states = [f"{flow.id}:{q.id}" for flow in engine.lib.flows.values()
+              for q in flow.questions]
+    assert len(states) > 20
+    for state in states:
+        for secure in (False, True):
+            value = f"{state}|1764150000|{'0123456789abcdef' * 2}"
+            now = time.time()
+            by_hand = pending_cookie_header(value, secure, now=now)
+            resp = Response()
+            resp.set_cookie(PENDING_COOKIE, value, max_age=PENDING_MAX_AGE, path="/sms",
+                            secure=secure, httponly=True, samesite="Lax")
+            theirs = resp.headers["Set-Cookie"]
+            if theirs != by_hand:  # the second may have turned between the two
+                by_hand = pending_cookie_header(value, secure, now=time.time())
+            assert by_hand == theirs
+
+
 def test_a_yes_to_a_question_that_is_not_an_emergency_screen_is_not_911(
         stallable: Any, tmp_path: Path) -> None:
     from bot import create_app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +303,20 @@ def test_a_lost_dictionary_costs_the_conversation_not_the_line(app: Any, phone: 
     assert other.session(phone.number) is None  # a fresh conversation, not an error
     assert other.transcript(phone.number)[1]["text"].startswith("[unreadable")
     assert other.transcript(phone.number)[0]["text"] == "fever"  # the patient's own words
+
+
+def test_replies_are_compressed_once_and_read_back_exactly(tmp_path: Path) -> None:
+    """``Codec.encode_reply`` gives ``encode``'s bytes, decodes to the text, and keeps at most
+    REPLIES_KEPT short replies (a long or a new text past the cap is still encoded)."""
+    from bot import textcodec
+
+    codec = Codec(build_dictionary(Path(__file__).resolve().parent.parent / "flows"))
+    text = "Do you have any of these now: chills, shaking, confusion? Reply YES or NO."
+    assert codec.encode_reply(text) == codec.encode(text) == codec.encode_reply(text)
+    assert codec.decode(codec.encode_reply(text)) == text
+    long = "x" * (textcodec.REPLY_CHARS + 1)
+    assert codec.decode(codec.encode_reply(long)) == long
+    for n in range(textcodec.REPLIES_KEPT + 10):
+        assert codec.decode(codec.encode_reply(f"reply {n}")) == f"reply {n}"
+    assert len(codec._replies) == textcodec.REPLIES_KEPT
+    assert long not in codec._replies

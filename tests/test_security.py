@@ -480,3 +480,25 @@ def test_next_through_the_login_page_and_form(nina: Any) -> None:
         assert resp.status_code == 302 and resp.headers["Location"] == "/dashboard/", target
     resp = login(nina.test_client(), "nina", next="/dashboard/patients?q=ann")
     assert resp.headers["Location"] == "/dashboard/patients?q=ann"
+
+
+def test_security_headers_replace_what_a_view_set(nina: Any) -> None:
+    """A header the view already set (any case) is replaced, never doubled; the others are
+    added once."""
+    from flask import Response
+
+    from bot.dashboard.security import security_headers
+
+    with nina.test_request_context("/api/escalations", base_url="https://x.test"):
+        resp = Response("x", headers=[("cache-control", "public, max-age=60"),
+                                      ("X-Frame-Options", "SAMEORIGIN"), ("X-Other", "1")])
+        h = security_headers(resp).headers
+        assert h.getlist("Cache-Control") == ["no-store"]
+        assert h.getlist("X-Frame-Options") == ["DENY"]
+        assert h.getlist("X-Content-Type-Options") == ["nosniff"]
+        assert h.getlist("Strict-Transport-Security") == ["max-age=31536000"]
+        assert h.getlist("Pragma") == ["no-cache"] and h["X-Other"] == "1"
+    with nina.test_request_context("/dashboard/static/dashboard.css"):
+        resp = Response("x", headers=[("Cache-Control", "public")])
+        resp = security_headers(resp)
+    assert resp.headers.getlist("Cache-Control") == ["public"]  # static: the view's own

@@ -7,11 +7,13 @@ engine can put into one reply, with long phone numbers filled in.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.config import ROOT
 from bot.conversation.engine import Engine
 from bot.conversation.flows import TIERS, load_library, raise_tier
-from bot.sms import MAX_SEGMENTS, is_gsm7, non_gsm7, segments
+from bot.sms import GSM7_BASIC, GSM7_EXTENDED, MAX_SEGMENTS, is_gsm7, non_gsm7, segments, septets
 
 LONG_NUMBER = "+1 (555) 010-0100 x12"  # longer than any real number we expect
 
@@ -109,3 +111,21 @@ def test_segment_counting():
     assert segments("a" * 459) == 3 and segments("a" * 460) == 4
     assert segments("\u2019" + "a" * 69) == 1 and segments("\u2019" + "a" * 70) == 2
     assert segments("[" * 80) == 1 and segments("[" * 81) == 2  # extension chars cost two
+
+
+def _septets_by_definition(text: str) -> int:
+    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+
+
+_ALPHABET = [*sorted(GSM7_BASIC | GSM7_EXTENDED), "\u2019", "\u00e7", "\U0001f600", "\u00a0"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_ALPHABET)))
+def test_counting_agrees_with_the_definition(text: str) -> None:
+    """``is_gsm7`` and ``septets`` (written for speed) say what 3GPP TS 23.038 says: every
+    character in the basic or extension table; one septet each, two for the extension's."""
+    assert is_gsm7(text) == all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
+    if is_gsm7(text):
+        assert septets(text) == _septets_by_definition(text)
+    assert septets("{[]}") == 8 and septets("a^b") == 4 and septets("") == 0

@@ -6,6 +6,7 @@ engine can ask again with an example (and, on a red-flag question, take the wors
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,12 @@ _SPACE_RE = re.compile(r"\s+")
 
 def normalize(text: str) -> str:
     """Lower-case, straight apostrophes, single spaces; keeps digits, letters and punctuation."""
+    if text and len(text) <= _KEPT_CHARS:
+        return _normalized(text)
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text or "")
     for ch in _APOSTROPHES:
         text = text.replace(ch, "'")
@@ -24,9 +31,24 @@ def normalize(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip().lower()
 
 
+# One message's text is normalised by each parser that looks at it (8 times for a "no"),
+# and "no", "1" and "38.5" arrive all day: short texts are remembered (pure functions of the
+# text; at most 4,096 of up to 60 characters each, under 1 MB a process).
+_KEPT_CHARS = 60
+_normalized = functools.lru_cache(maxsize=4096)(_normalize)
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
 def words(text: str) -> list[str]:
     """Word tokens with apostrophes removed ("can't" -> "cant")."""
-    return re.findall(r"[a-z0-9]+", normalize(text).replace("'", ""))
+    if text and len(text) <= _KEPT_CHARS:
+        return list(_words(text))
+    return _WORD_RE.findall(_normalize(text).replace("'", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD_RE.findall(_normalized(text).replace("'", "")))
 
 
 # --------------------------------------------------------------------------- yes / no
