@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
@@ -521,8 +522,15 @@ _RECORD_DICT_V1 = (
 _Z1 = "z1"
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON, as ``json.dumps(value, separators=(",", ":"))`` reads back, with orjson:
+    a session in 1.2 us instead of 19 us, and read back in 4 us instead of 13 us (measured;
+    docs/performance.md). Keys that are not strings become strings, as json does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def encode_record(record: dict[str, Any]) -> str:
-    text = json.dumps(record, separators=(",", ":"))
+    text = dumps(record)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY,
                                _RECORD_DICT_V1)
     packed = _Z1 + base64.b64encode(deflate.compress(text.encode()) + deflate.flush()).decode()
@@ -543,7 +551,7 @@ def decode_record(fields: dict[str, Any] | None) -> dict[str, Any]:
             text = (data + inflate.flush()).decode()
         except (zlib.error, binascii.Error, UnicodeDecodeError) as exc:
             raise ValueError(f"compressed record cannot be read: {exc}") from exc
-    rec = json.loads(text)
+    rec = orjson.loads(text)
     if not isinstance(rec, dict):
         raise ValueError("not a JSON object")
     return rec
@@ -764,7 +772,7 @@ class Store:
             # the dictionary it was written with is gone: a fresh conversation (the patient's
             # records and transcript are kept) rather than the fallback for every text
             return None
-        return json.loads(text)
+        return orjson.loads(text)
 
     # -- the per-message transaction, in two round trips
     def read(self, phone: str, sid: str | None, now: float,
@@ -825,7 +833,7 @@ class Store:
         state = session.get("state") if session else None
         body = b""
         if session and not throttled:
-            body = self.codec.encode(json.dumps(session, separators=(",", ":")))
+            body = self.codec.encode(dumps(session))
         opt = ""
         if not throttled and state == OPTED_OUT_STATE:
             opt = "s"

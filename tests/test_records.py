@@ -119,3 +119,24 @@ def test_a_damaged_compressed_record_is_an_error_never_a_guess():
     for bad in (good[:-6] + "!!!!!!", good[:20], "z1" + "A" * 40):
         with pytest.raises(ValueError):
             decode_record({"data": bad})
+
+
+def test_what_patients_write_round_trips_exactly_in_records_and_sessions(app):
+    """Records and sessions are written with orjson (UTF-8, not \\u escapes) and read back
+    exactly, whatever a patient typed; keys that are not strings become strings, as json's
+    would; a record or session written by json before reads the same."""
+    import json
+
+    from bot.store import decode_record, dumps, encode_record
+
+    rec = {"phone": "+15550001234", "tier": "URGENT",
+           "quotes": {"bleeding": "nose 🩸 “won’t stop” é"},
+           "answers": {1: "x", "t": 38.5, "n": None, "big": 10**15, "tiny": 1e-7}}
+    expected = json.loads(json.dumps(rec))
+    assert decode_record({"data": encode_record(rec)}) == expected
+    assert json.loads(dumps(rec)) == expected
+    assert decode_record({"data": json.dumps(rec)}) == expected
+    store = app.extensions["triage"].store
+    session = {"state": "bleeding:where", "conv": {"quotes": {"x": "🩸 ça “saigne”"}}}
+    assert store._session_of(store.codec.encode(dumps(session))) == session
+    assert store._session_of(store.codec.encode(json.dumps(session))) == session
