@@ -37,7 +37,6 @@ from typing import Any
 
 import click
 import redis
-import yaml
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from twilio.request_validator import RequestValidator
@@ -78,6 +77,8 @@ def load(paths: Iterable[str | Path], checklists: Iterable[str] | None = None
          ) -> list[dict[str, Any]]:
     """Every vignette of ``paths``, each with ``file`` set; checked field by field so a
     reviewer's typo (``never_ask:``) stops the run instead of silently checking nothing."""
+    import yaml  # here, not at import: the app registers this command at every start-up
+
     known = set(checklists) if checklists is not None else None
     out: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
