@@ -137,10 +137,11 @@ class Answers:
         values = conv.values
         in_conv = set(conv.flows) | set(conv.queue)
         filled = []
-        for flow, q, needs, value_name in self.e.fill_index:
-            if q.id in conv.answers or (needs.isdisjoint(signs) and (
-                    value_name is None or value_name not in values)):
-                continue  # nothing said so far can answer it
+        index = self.e.fill_index
+        for k in self.e.fillable(signs, values):  # what something said so far could answer
+            flow, q = index[k][:2]
+            if q.id in conv.answers:
+                continue
             if (q.screen and flow.id not in in_conv) or (
                     q.only_if is not None and not q.only_if.holds(conv.facts)):
                 continue

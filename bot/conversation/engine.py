@@ -20,6 +20,7 @@ The package's parts (docs/architecture.md):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -55,6 +56,7 @@ class Result:
 
 READ_MEMO_CHARS = 60    # texts this short have their reading remembered (Engine.read)
 READ_MEMO_SIZE = 4096   # how many: about 1.1 KB a reading of 40 characters, 5 MB at most
+VALUE_KEY = "="         # Engine.fill_by: a value's key (concept ids never start with it)
 
 
 class Engine:
@@ -93,9 +95,23 @@ class Engine:
         self.machine = lifecycle.build()
         self._read_memo = lru_cache(maxsize=READ_MEMO_SIZE)(self.reader.read)
 
+    def fillable(self, signs: Iterable[str], values: Iterable[str]) -> list[int]:
+        """The ``fill_index`` entries (in its order) that one of these signs or values could
+        answer."""
+        found: set[int] = set()
+        by = self.fill_by
+        for sign in signs:
+            found.update(by.get(sign, ()))
+        for name in values:
+            found.update(by.get(VALUE_KEY + name, ()))
+        return sorted(found)
+
     def _index_findings(self) -> None:
         """Which questions a finding answers, and which checklists a concept leads to."""
         self.fill_index: list[tuple[Flow, Question, frozenset[str], str | None]] = []
+        # sign (or VALUE_KEY + value name) -> the fill_index entries it could answer, so a
+        # message looks only at those (a cost that does not grow with the flows)
+        self.fill_by: dict[str, list[int]] = {}
         self.concept_flows: dict[str, list[str]] = {}
         # (concept, flow) where the concept only answers the flow's EMERGENCY screen: "very
         # drowsy" is a fever emergency only with a fever, so it does not lead to that checklist
@@ -113,6 +129,8 @@ class Engine:
                                              else set())
                     value = ("temperature" if q.type == "temperature" else
                              q.value if q.type == "number" else None)
+                    for key in (*needs, *((VALUE_KEY + value,) if value else ())):
+                        self.fill_by.setdefault(key, []).append(len(self.fill_index))
                     self.fill_index.append((flow, q, frozenset(needs), value))
                 for c in concepts:
                     self.concept_flows.setdefault(c, [])
