@@ -8,6 +8,7 @@ asked. ``parse``/``store`` read and keep the answer to the question that is pend
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING, Any
 
 from ..sms import to_gsm7
@@ -70,12 +71,21 @@ class Answers:
         conv = self.conv
         signs = set(conv.signs)
         flags: list[Finding] = []
-        for combo in self.e.reader.combinations:
-            if combo.then in signs or not combo.all or not all(c in signs for c in combo.all):
+        combos, by = self.e.reader.combinations, self.e.reader.combos_by
+        # in the flow files' order, only those a sign can reach; a combination's conclusion
+        # can complete a later one in the same pass
+        todo = sorted({k for sign in signs for k in by.get(sign, ())})
+        while todo:
+            k = heapq.heappop(todo)
+            combo = combos[k]
+            if combo.then in signs or not all(c in signs for c in combo.all):
                 continue
             if not combo.values_hold(conv.values):
                 continue
             signs.add(combo.then)
+            for later in by.get(combo.then, ()):
+                if later > k:
+                    heapq.heappush(todo, later)
             conv.signs.append(combo.then)
             self.fact(f"saw_{combo.then}", "patient_text")
             words = " ... ".join(conv.quotes.get(c, c) for c in (*combo.all, *combo.at_least))
@@ -183,11 +193,10 @@ class Answers:
                     value, str) and value in ("yes", "no") else None)
                 conv.answers[q.id].from_text = True
                 filled.append(q.id)
-        for flow in self.e.lib.flows.values():
-            for sc in flow.scores:
-                if sc.value and sc.value in values and sc.id not in conv.answers:
-                    self.score_from_value(sc, values)
-                    filled.append(sc.id)
+        for sc in self.e.value_scores:
+            if sc.value in values and sc.id not in conv.answers:
+                self.score_from_value(sc, values)
+                filled.append(sc.id)
         return filled
 
     def known_options(self, q: Question, signs: set[str]) -> bool:

@@ -112,6 +112,9 @@ class Engine:
         # sign (or VALUE_KEY + value name) -> the fill_index entries it could answer, so a
         # message looks only at those (a cost that does not grow with the flows)
         self.fill_by: dict[str, list[int]] = {}
+        # the scores a reported total stands for ("ICE 7, usually 10"), in the flows' order
+        self.value_scores = [sc for flow in self.lib.flows.values() for sc in flow.scores
+                             if sc.value]
         self.concept_flows: dict[str, list[str]] = {}
         # (concept, flow) where the concept only answers the flow's EMERGENCY screen: "very
         # drowsy" is a fever emergency only with a fever, so it does not lead to that checklist

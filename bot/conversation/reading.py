@@ -401,6 +401,12 @@ class Reader:
                  guard_words: Iterable[str] = (), combinations: Iterable[Combination] = ()):
         self.concepts = {c.id: c for c in concepts}
         self.combinations = tuple(combinations)
+        # concept -> the combinations (indexes, in order) that need it: the conversation's
+        # combining pass (answers.py) looks only at those its signs can reach
+        self.combos_by: dict[str, list[int]] = {}
+        for k, combo in enumerate(self.combinations):
+            for concept in dict.fromkeys(combo.all):
+                self.combos_by.setdefault(concept, []).append(k)
         lang = language
         self._patterns: list[tuple[Concept, re.Pattern[str], re.Pattern[str] | None]] = []
         vocab: set[str] = set()
