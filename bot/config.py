@@ -98,9 +98,6 @@ def check_production(settings: dict[str, Any]) -> None:
             bad.append(f"{key} (not a phone number)")
     if not all(_E164_RE.match(n) for n in on_call):
         bad.append("ON_CALL_NUMBERS (comma-separated numbers like +15551234567)")
-    if settings.get("REDIS_CLUSTER"):
-        # the worker's paging transactions span slots: on a cluster nobody would be paged
-        bad.append("REDIS_CLUSTER (paging needs one Redis server or a Sentinel primary)")
     if missing or bad:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"malformed {', '.join(bad)}"] if bad else [])
