@@ -144,8 +144,13 @@ def run(r: redis.Redis, now: float, days: int, folder: str | Path) -> int:
             pipe.hdel(keys.of(r).STATUS, *ids)
             names = keys.of(r)
             for rid in ids:
-                pipe.delete(names.esc_key(rid), names.events_key(rid), names.members_key(rid),
-                            names.ledger_key(rid), names.delivery_key(rid), names.voice_key(rid))
+                gone = (names.esc_key(rid), names.events_key(rid), names.members_key(rid),
+                        names.ledger_key(rid), names.delivery_key(rid), names.voice_key(rid))
+                if names.cluster:  # redis-py's cluster pipeline deletes one key a command
+                    for key in gone:
+                        pipe.delete(key)
+                else:
+                    pipe.delete(*gone)
             last = _id(ids[-1])
             pipe.xtrim(keys.of(r).RECORDS, minid=f"{last[0]}-{last[1] + 1}", approximate=False)
             pipe.execute()
