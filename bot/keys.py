@@ -1,11 +1,16 @@
 """Every Redis key the service uses, in one place: the one owner of key formats.
 
 Keys that belong to one patient carry the patient's number as a hash tag (``{+1555...}``), so
-that everything a message writes for that patient lands in one Redis Cluster slot. The modules
-that use a key import its name from here (and re-export it where older code imports it from
-them); nothing else writes a ``"triage:..."`` string.
+that everything a message writes for that patient lands in one Redis Cluster slot. The
+service-wide keys (records, escalations, due sets, indexes, the care team) depend on the
+deployment's layout (``Layout``): on one Redis server they have the names below, as they
+always had; on a Redis Cluster (setting ``REDIS_CLUSTER``) the same names start with
+``{triage}:`` instead of ``triage:`` (``{triage}:records``, ``{triage}:esc:<id>``,
+``{triage}:escalation:{<phone>}:<episode>``...): one hash tag, one slot, so that every
+transaction and script of the pager and the care team stays in one slot. Code that holds a
+client asks ``of(r)`` for them at call time; the module constants below are one server's.
 
-| key | type | owner (reads/writes) |
+| key (one server; on a cluster ``{triage}:`` for ``triage:`` where marked *) | type | owner |
 |---|---|---|
 | ``triage:{<phone>}:session`` | string (compressed JSON) | store: the conversation core's session |
 | ``triage:{<phone>}:meta`` | hash | store: session version, MessageSids answered, rate count |
@@ -16,24 +21,24 @@ them); nothing else writes a ``"triage:..."`` string.
 | ``triage:{<phone>}:profile`` | hash | profile: the care team's profile |
 | ``triage:{<phone>}:outbox`` | hash | store (Redis Cluster): records not yet moved |
 | ``triage:{<tag of slot s>}:pending`` | zset | store (Redis Cluster): one per slot, below |
-| ``triage:{<tag>}:moved:<outbox id>`` | string | store (Redis Cluster): a moved entry |
-| ``triage:records`` | stream | store: triage records (consumer group: the pager) |
-| ``triage:status`` | hash | store, escalations: record id -> open/acknowledged/resolved |
-| ``triage:inflight`` | zset | store: patients with a question pending (abandon sweep) |
-| ``triage:esc:<id>`` and ``:events``, ``:members``, ``:pages``, ``:delivery``, ``:voice`` |
+| ``{triage}:moved:<outbox id>`` | string | store (Redis Cluster only): a moved entry |
+| ``triage:records`` * | stream | store: triage records (consumer group: the pager) |
+| ``triage:status`` * | hash | store, escalations: record id -> open/acknowledged/resolved |
+| ``triage:inflight`` | zset | store (one server): patients with a question pending |
+| ``triage:esc:<id>`` and ``:events``, ``:members``, ``:pages``, ``:delivery``, ``:voice`` * |
   hash, list, set | escalations, paging, notify, voice |
-| ``triage:escalation:{<phone>}:<episode>`` | string | paging: the episode's escalation |
-| ``triage:episode:{<phone>}:<episode>`` and ``:events`` | hash/list | escalations: nurse's work |
-| ``triage:pages:due`` / ``triage:pages:deadline`` | zset | paging |
-| ``triage:deadletter`` | list | paging: records that could not be read |
-| ``triage:followups`` / ``triage:followup:conv:<id>`` | zset/string | followup |
-| ``triage:voice:due`` / ``:waiting`` / ``:line:<id>`` | zset/hash | voice |
-| ``triage:idx:*`` | zsets, string | indexes: care-read indexes fed by the worker |
-| ``triage:users`` / ``triage:user:<name>`` | set/hash | users |
-| ``triage:login:*`` | strings | users, dashboard.throttle: lockouts and limits |
-| ``triage:websession:*`` | strings | dashboard.sessions: server-side dashboard sessions |
-| ``triage:audit`` | stream | audit |
-| ``triage:patients`` | set | profile: every enrolled number |
+| ``triage:escalation:{<phone>}:<episode>`` * | string | paging: the episode's escalation |
+| ``triage:episode:{<phone>}:<episode>`` and ``:events`` * | hash/list | escalations |
+| ``triage:pages:due`` / ``triage:pages:deadline`` * | zset | paging |
+| ``triage:deadletter`` * | list | paging: records that could not be read |
+| ``triage:followups`` / ``triage:followup:conv:<id>`` * | zset/string | followup |
+| ``triage:voice:due`` / ``:waiting`` / ``:line:<id>`` * | zset/hash | voice |
+| ``triage:idx:*`` * | zsets, string | indexes: care-read indexes fed by the worker |
+| ``triage:users`` / ``triage:user:<name>`` * | set/hash | users |
+| ``triage:patients`` * | set | profile: every enrolled number |
+| ``triage:audit`` * | stream | audit |
+| ``triage:login:*`` | strings | users, dashboard.throttle: lockouts and limits (single-key) |
+| ``triage:websession:*`` | strings | dashboard.sessions: dashboard sessions (single-key) |
 | ``triage:zdict:<id>`` | string | textcodec: the compression dictionary of a rules version |
 
 Redis Cluster (setting ``REDIS_CLUSTER``) only: a message's records go to the patient's
@@ -41,8 +46,9 @@ outbox (outbox id ``<ms base 36>-<n>-<16 hex>`` -> ``<status>|<record JSON>``), 
 slot's pending set (the tag of slot s is a 1 to 3 character string whose CRC16 lands on s,
 ``slot_tags``) holds ``o<phone>`` (score 0) while the patient has an outbox and ``a<phone>``
 (score: last message time) while a checklist is open (the in-flight index of one server).
-``moved`` markers (in the slot of ``triage:records``) keep an entry from being added twice;
-they expire after 7 days.
+``moved`` markers (in the slot of ``{triage}:records``) keep an entry from being added twice;
+they expire after 7 days. Keys a development cluster holds under the names used before the
+``{triage}`` tag are not migrated (a cluster was never allowed in production).
 """
 
 from __future__ import annotations

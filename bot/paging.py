@@ -368,8 +368,9 @@ class Pager:
 
         One transaction (WATCH the conversation's holder, the holder's escalation hash and
         ``triage:status``): two workers routing two records of one conversation at once, or
-        a record routed twice after a crash, end the same way. Single Redis (or a Sentinel
-        primary), like the message transaction: the keys span slots."""
+        a record routed twice after a crash, end the same way. On a Redis Cluster the holder
+        key is ``{triage}:escalation:{<phone>}:<episode>``: with the escalation keys and the
+        status hash in the slot of ``{triage}`` (``keys.Layout``)."""
         episode = rec.get("episode_id") or rec.get("conversation_id")
         if not episode:
             return None

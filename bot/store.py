@@ -45,7 +45,9 @@ Service-wide keys:
   a ``moved`` marker per outbox entry beside the stream, so an entry is never added twice),
   sets their status (HSETNX) and clears them from the outbox; a crash anywhere in between
   leaves the entry in the outbox, where the worker's relay (``relay_outboxes``, every
-  slot's pending set read each tick) completes it. See docs/performance.md.
+  slot's pending set read each tick) completes it. On a cluster the service-wide keys are
+  named ``{triage}:records``, ``{triage}:status``... (``keys.Layout``, ``Store.names``): one
+  slot for the pager and the care team. See docs/performance.md.
 * ``triage:zdict:<id>``  the text dictionaries of ``textcodec`` (one per clinical rules
   version, a few KB, no expiry)
 """
