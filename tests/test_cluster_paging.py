@@ -1,7 +1,8 @@
 """Paging and the care team's work on a real 3-master Redis Cluster (scripts/redis_cluster.py):
 every service-wide key carries the tag ``{triage}`` there (``keys.Layout``), so the pager's and
 the care team's transactions are in one slot. A signed webhook conversation that ends EMERGENCY
-is paged by a real worker tick, called by voice, re-paged when overdue; a nurse's
+is paged by a real worker tick, its delivery receipt recorded, called by voice, re-paged when
+overdue; a nurse's
 acknowledgement on the dashboard stops the re-pages and the calls; the escalation is raised in
 place, a dead letter is set aside, a profile saved through the API, and retention removes a
 resolved record. On one Redis server every key keeps the name it always had."""
@@ -18,18 +19,20 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from bot import audit, escalations, keys, store, users
+from bot import audit, escalations, keys, notify, store, users
 from bot.paging import record_time
 from bot.store import LateCluster
 from bot.worker import tick
 from conftest import (
     API_TOKEN,
+    BASE_URL,
     ON_CALL,
     FakeBackend,
     Phone,
     actions,
     esc,
     records,
+    sign,
 )
 
 MIN = 60.0
@@ -146,8 +149,20 @@ def test_an_emergency_on_the_cluster_is_paged_called_repaged_and_stopped_by_a_nu
     assert esc(app, rid)["page_status"] == "sent" and actions(app, rid) == ["paged"]
     assert tick(app, t0 + 2)["pages"] == 0 and len(sms.sent) == 2  # once
 
-    # no delivery receipt within 2 minutes: the voice ladder calls the first number
-    assert tick(app, t0 + 2 * MIN)["calls"] == 1
+    # Twilio's signed receipt: the second number got it (the receipts' transaction)
+    form = {"AccountSid": "ACtest", "MessageSid": "SM2", "MessageStatus": "delivered"}
+    url = sms.callbacks[1]
+    assert url and url.startswith(BASE_URL)
+    receipt = app.test_client().post(url[len(BASE_URL):], data=form,
+                                     headers={"X-Twilio-Signature": sign(url, form)})
+    assert receipt.status_code == 204
+    shown = {d["to"]: d["status"] for d in notify.delivery(r, rid)}
+    assert sorted(shown.values()) == ["delivered", "queued"], shown
+    assert "sms_delivered" in actions(app, rid)
+
+    # delivered but not acknowledged within 5 minutes: the voice ladder calls the first number
+    assert tick(app, t0 + 2 * MIN)["calls"] == 0
+    assert tick(app, t0 + 5 * MIN)["calls"] == 1
     assert [to for to, _, _ in sms.dialed] == [ON_CALL[0]]
 
     # not acknowledged by the deadline (15 min): re-paged, marked overdue
