@@ -188,6 +188,12 @@ def test_an_emergency_on_the_cluster_is_paged_called_repaged_and_stopped_by_a_nu
     assert esc(app, rid)["acknowledged_by"] == "nina"
     [entry] = audit.entries(r, action="ack")
     assert entry["who"] == "nina" and entry["target"] == rid
+    # every care-team page reads on the cluster
+    for path in ("/dashboard/alarm.json", "/dashboard/queue.json", "/dashboard/overview",
+                 "/dashboard/patients", f"/dashboard/patients/{phone.number}",
+                 f"/dashboard/escalations/{rid}", "/dashboard/export.csv"):
+        assert nurse.get(path).status_code == 200, path
+    assert rid in nurse.get("/dashboard/queue.json").get_data(as_text=True)
 
     # the acknowledgement stops the re-pages and the calls
     sent, dialed = len(sms.sent), len(sms.dialed)
