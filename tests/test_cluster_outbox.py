@@ -1,6 +1,6 @@
 """Issue 9 item 1 on a real 3-master Redis Cluster (scripts/redis_cluster.py): the webhook's
 commit writes only the patient's slot, a message's records go through the patient's outbox
-and are moved to ``triage:records`` exactly once, whatever point a process dies at; the worker
+and are moved to ``{triage}:records`` exactly once, whatever point a process dies at; the worker
 finds what is left through one small key per slot and relays it. Signed webhook requests
 through the real app; crashes injected after a call reached Redis, and a real SIGKILL."""
 
