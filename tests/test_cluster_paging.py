@@ -5,7 +5,8 @@ is paged by a real worker tick, its delivery receipt recorded, called by voice, 
 overdue; a nurse's
 acknowledgement on the dashboard stops the re-pages and the calls; the escalation is raised in
 place, a dead letter is set aside, a profile saved through the API, and retention removes a
-resolved record. On one Redis server every key keeps the name it always had."""
+resolved record. On one Redis server every key keeps the name it always had, and no module of
+the service names a service-wide key any other way than through the layout."""
 
 from __future__ import annotations
 
@@ -260,3 +261,36 @@ def test_a_raised_escalation_and_a_dead_letter_on_the_cluster(cluster_app: Any) 
     got = app.test_client().get("/api/deadletters", headers=AUTH).get_json()
     assert got["count"] == 1 and r.llen("{triage}:deadletter") == 1
     only_tagged_keys(app.config["REDIS_URL"])
+
+
+def test_the_service_never_uses_one_servers_names_where_the_layout_decides() -> None:
+    """A guard for code to come: outside ``keys.py``, no module of the service uses a
+    service-wide key by its one-server name (a module constant or function imported by
+    value, or ``module.NAME``); it asks the layout (``keys.of(r)``, ``store.names``). The one
+    exception is the one-server branch of ``Store.commit``, which runs only on one server."""
+    import ast
+
+    layout_names = {n for n in keys.Layout.__slots__ if n.isupper()} | {
+        n for n in vars(keys.Layout) if n.endswith("_key")}
+    modules = {"keys", "store", "escalations", "esc_store", "paging", "voice", "followup",
+               "indexes", "retention", "notify", "users", "profile", "audit"}
+    root = Path(__file__).resolve().parent.parent / "bot"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "keys.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.asname or a.name for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom)
+                    for a in node.names if a.name in layout_names}
+        allowed = [range(f.lineno, (f.end_lineno or f.lineno) + 1) for f in ast.walk(tree)
+                   if path.name == "store.py" and isinstance(f, ast.FunctionDef)
+                   and f.name == "commit"]
+        for node in ast.walk(tree):
+            bad = (isinstance(node, ast.Name) and node.id in imported
+                   and isinstance(node.ctx, ast.Load)) or (
+                isinstance(node, ast.Attribute) and node.attr in layout_names
+                and isinstance(node.value, ast.Name) and node.value.id in modules)
+            if bad and not any(node.lineno in lines for lines in allowed):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert found == []
