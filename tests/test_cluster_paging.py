@@ -2,11 +2,11 @@
 every service-wide key carries the tag ``{triage}`` there (``keys.Layout``), so the pager's and
 the care team's transactions are in one slot. A signed webhook conversation that ends EMERGENCY
 is paged by a real worker tick, its delivery receipt recorded, called by voice, re-paged when
-overdue; a nurse's
-acknowledgement on the dashboard stops the re-pages and the calls; the escalation is raised in
-place, a dead letter is set aside, a profile saved through the API, and retention removes a
-resolved record. On one Redis server every key keeps the name it always had, and no module of
-the service names a service-wide key any other way than through the layout."""
+overdue; a nurse's acknowledgement on the dashboard stops the re-pages and the calls; the
+escalation is raised in place, a dead letter is set aside, a profile saved through the API,
+and retention removes a resolved record. On one Redis server every key keeps the name it
+always had, and no module of the service names a service-wide key any other way than through
+the layout."""
 
 from __future__ import annotations
 
