@@ -139,7 +139,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "REDIS_URL": env("REDIS_URL", "") or None,
         # REDIS_URL is one node of a Redis Cluster (1/true/yes): the webhook's writes stay in
         # the patient's slot, records go through the patient's outbox (docs/performance.md).
-        # The pager still needs one Redis server: refused outside local use.
+        # The service-wide keys are named {triage}:... there (keys.Layout): the pager too.
         "REDIS_CLUSTER": env("REDIS_CLUSTER", "").lower() in ("1", "true", "yes"),
         # Every Redis call's connect and read timeout: a stalled Redis costs one of these, then
         # the circuit breaker answers without Redis (docs/reliability.md).
