@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import escalations as esc_store
-from . import indexes
+from . import indexes, keys
 from .conversation.flows import TIERS
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -63,7 +63,7 @@ def require_token_or_login(view: Any) -> Any:
 def deadletters() -> Any:
     """Records the worker could not read, set aside on the dead-letter list (newest first),
     with anything that could be a phone number masked. ``?limit=`` (default 100)."""
-    from .paging import DEAD_LETTERS, dead_letters
+    from .paging import dead_letters
 
     try:
         limit = int(request.args.get("limit", 100))
@@ -72,7 +72,8 @@ def deadletters() -> Any:
     if not 1 <= limit <= MAX_LIMIT:
         return error(400, f"limit must be between 1 and {MAX_LIMIT}")
     r = current_app.extensions["triage"].store.r
-    return jsonify({"count": int(r.llen(DEAD_LETTERS)), "dead_letters": dead_letters(r, limit)})
+    return jsonify({"count": int(r.llen(keys.of(r).DEAD_LETTERS)),
+                    "dead_letters": dead_letters(r, limit)})
 
 
 @bp.get("/escalations")
@@ -111,7 +112,7 @@ def fold(store: Any, records: list[dict[str, Any]], tiers: list[str]) -> list[di
         return []
     pipe = store.r.pipeline(transaction=False)
     for rec in records:
-        pipe.hmget(esc_store.esc_key(rec["id"]), "merged_into", "escalation_tier",
+        pipe.hmget(keys.of(store.r).esc_key(rec["id"]), "merged_into", "escalation_tier",
                    "raised_from")
     found = {rec["id"]: dict(zip(("merged_into", "escalation_tier", "raised_from"), got,
                                  strict=True))
@@ -140,7 +141,7 @@ def fold(store: Any, records: list[dict[str, Any]], tiers: list[str]) -> list[di
             out.append(entry)
     pipe = store.r.pipeline(transaction=False)
     for entry in out:
-        pipe.smembers(esc_store.members_key(entry["id"]))
+        pipe.smembers(keys.of(store.r).members_key(entry["id"]))
     for entry, members in zip(out, pipe.execute(), strict=True):
         entry["merged"] = sorted(members)
     return out

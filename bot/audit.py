@@ -17,8 +17,11 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .clock import iso_utc
-from .keys import AUDIT as STREAM
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import AUDIT as STREAM  # noqa: F401
 
 ACTIONS = ("login", "login_failed", "logout", "view_record", "view_patient", "ack", "resolve",
            "call", "note", "assign", "enroll", "profile_update", "profile_status", "export",
@@ -29,7 +32,7 @@ def log(r: redis.Redis, who: str, action: str, target: str = "", detail: str = "
         now: float | None = None) -> str:
     now = time.time() if now is None else now
     at = iso_utc(now)
-    return r.xadd(STREAM, {"at": at, "who": who or "-", "action": action,
+    return r.xadd(keys.of(r).AUDIT, {"at": at, "who": who or "-", "action": action,
                            "target": target or "", "detail": detail or ""})
 
 
@@ -40,7 +43,7 @@ def entries(r: redis.Redis, *, before: str | None = None, count: int = 100,
     out: list[dict[str, Any]] = []
     last = f"({before}" if before else "+"
     while len(out) < count:
-        chunk = r.xrevrange(STREAM, max=last, min="-", count=500)
+        chunk = r.xrevrange(keys.of(r).AUDIT, max=last, min="-", count=500)
         if not chunk:
             break
         for eid, fields in chunk:

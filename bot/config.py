@@ -98,9 +98,6 @@ def check_production(settings: dict[str, Any]) -> None:
             bad.append(f"{key} (not a phone number)")
     if not all(_E164_RE.match(n) for n in on_call):
         bad.append("ON_CALL_NUMBERS (comma-separated numbers like +15551234567)")
-    if settings.get("REDIS_CLUSTER"):
-        # the worker's paging transactions span slots: on a cluster nobody would be paged
-        bad.append("REDIS_CLUSTER (paging needs one Redis server or a Sentinel primary)")
     if missing or bad:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"malformed {', '.join(bad)}"] if bad else [])
@@ -142,7 +139,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         "REDIS_URL": env("REDIS_URL", "") or None,
         # REDIS_URL is one node of a Redis Cluster (1/true/yes): the webhook's writes stay in
         # the patient's slot, records go through the patient's outbox (docs/performance.md).
-        # The pager still needs one Redis server: refused outside local use.
+        # The service-wide keys are named {triage}:... there (keys.Layout): the pager too.
         "REDIS_CLUSTER": env("REDIS_CLUSTER", "").lower() in ("1", "true", "yes"),
         # Every Redis call's connect and read timeout: a stalled Redis costs one of these, then
         # the circuit breaker answers without Redis (docs/reliability.md).

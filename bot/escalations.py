@@ -43,9 +43,18 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .clock import iso_utc as _iso
-from .keys import episode_events_key, episode_key, esc_key, events_key, members_key
-from .store import STATUS
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import (  # noqa: F401
+    STATUS,
+    episode_events_key,
+    episode_key,
+    esc_key,
+    events_key,
+    members_key,
+)
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED)
@@ -78,19 +87,19 @@ def add_event(r: redis.Redis, rid: str, action: str, who: str, note: str = "",
     now = time.time() if now is None else now
     event = json.dumps({"at": _iso(now), "ts": now, "who": who, "action": action,
                         "note": note})
-    (pipe or r).rpush(events_key(rid), event)
+    (pipe or r).rpush(keys.of(r).events_key(rid), event)
 
 
 def events(r: redis.Redis, rid: str) -> list[dict[str, Any]]:
-    return [json.loads(e) for e in r.lrange(events_key(rid), 0, -1)]
+    return [json.loads(e) for e in r.lrange(keys.of(r).events_key(rid), 0, -1)]
 
 
 def details(r: redis.Redis, rid: str) -> dict[str, str]:
-    return r.hgetall(esc_key(rid))
+    return r.hgetall(keys.of(r).esc_key(rid))
 
 
 def status(r: redis.Redis, rid: str) -> str:
-    return r.hget(STATUS, rid) or OPEN
+    return r.hget(keys.of(r).STATUS, rid) or OPEN
 
 
 def _move(r: redis.Redis, rids: list[str], allowed_from: tuple[str, ...], to: str, who: str,
@@ -99,26 +108,26 @@ def _move(r: redis.Redis, rids: list[str], allowed_from: tuple[str, ...], to: st
     them (``members_key``), in one transaction; the ids moved. None of them allowed:
     TransitionError saying why.
 
-    One Redis server (or a Sentinel primary): the transaction spans ``triage:status`` and
-    each escalation's keys, which are in different Cluster slots, as the per-message
-    transaction does (docs/performance.md, Cluster)."""
+    The transaction spans ``triage:status`` and each escalation's keys: on a Redis Cluster
+    they all carry the tag ``{triage}`` (``keys.Layout``), one slot."""
     if not rids:
         raise TransitionError("no escalation")
     asked = list(dict.fromkeys(rids))
+    names = keys.of(r)
     with r.pipeline(transaction=True) as pipe:
         while True:
             try:
-                pipe.watch(STATUS, *(members_key(rid) for rid in asked))
+                pipe.watch(names.STATUS, *(names.members_key(rid) for rid in asked))
                 rids = list(asked)
-                holders = [h for h in (pipe.hget(esc_key(rid), "merged_into") for rid in asked)
-                           if h]
+                holders = [h for h in (pipe.hget(names.esc_key(rid), "merged_into")
+                                       for rid in asked) if h]
                 if holders:  # acting on a merged record acts on its escalation
-                    pipe.watch(*(members_key(h) for h in holders))
+                    pipe.watch(*(names.members_key(h) for h in holders))
                 rids.extend(h for h in holders if h not in rids)
                 for rid in list(rids):  # members ride with their escalation
-                    rids.extend(m for m in sorted(pipe.smembers(members_key(rid)))
+                    rids.extend(m for m in sorted(pipe.smembers(names.members_key(rid)))
                                 if m not in rids)
-                currents = pipe.hmget(STATUS, rids)
+                currents = pipe.hmget(names.STATUS, rids)
                 movable = [rid for rid, cur in zip(rids, currents, strict=True)
                            if cur in allowed_from]
                 if not movable:
@@ -129,8 +138,8 @@ def _move(r: redis.Redis, rids: list[str], allowed_from: tuple[str, ...], to: st
                     raise TransitionError(f"escalation is {known[0]}, cannot become {to}")
                 pipe.multi()
                 for rid in movable:
-                    pipe.hset(STATUS, rid, to)
-                    pipe.hset(esc_key(rid), mapping={k: str(v) for k, v in fields.items()})
+                    pipe.hset(names.STATUS, rid, to)
+                    pipe.hset(names.esc_key(rid), mapping={k: str(v) for k, v in fields.items()})
                     add_event(r, rid, to, who, note, now, pipe=pipe)
                 pipe.execute()
                 return movable
@@ -166,16 +175,16 @@ def episode_of(rec: dict[str, Any]) -> str:
 def _episode_event(r: redis.Redis, phone: str, episode: str, event: dict[str, Any],
                    now: float, pipe: Any = None) -> dict[str, Any]:
     full = {"at": _iso(now), "ts": now, **event}
-    (pipe or r).rpush(episode_events_key(phone, episode), json.dumps(full))
+    (pipe or r).rpush(keys.of(r).episode_events_key(phone, episode), json.dumps(full))
     return full
 
 
 def episode_events(r: redis.Redis, phone: str, episode: str) -> list[dict[str, Any]]:
-    return [json.loads(e) for e in r.lrange(episode_events_key(phone, episode), 0, -1)]
+    return [json.loads(e) for e in r.lrange(keys.of(r).episode_events_key(phone, episode), 0, -1)]
 
 
 def episode_state(r: redis.Redis, phone: str, episode: str) -> dict[str, str]:
-    return r.hgetall(episode_key(phone, episode))
+    return r.hgetall(keys.of(r).episode_key(phone, episode))
 
 
 def log_call(r: redis.Redis, phone: str, episode: str, who: str, outcome: str, called: str,
@@ -211,10 +220,11 @@ def assign(r: redis.Redis, phone: str, episode: str, to: str, who: str, note: st
     now = time.time() if now is None else now
     with r.pipeline(transaction=True) as pipe:
         if to:
-            pipe.hset(episode_key(phone, episode),
+            pipe.hset(keys.of(r).episode_key(phone, episode),
                       mapping={"assigned_to": to, "assigned_by": who, "assigned_at": str(now)})
         else:
-            pipe.hdel(episode_key(phone, episode), "assigned_to", "assigned_by", "assigned_at")
+            pipe.hdel(keys.of(r).episode_key(phone, episode), "assigned_to", "assigned_by",
+                      "assigned_at")
         event = _episode_event(r, phone, episode, {"who": who, "action": "assign", "to": to,
                                                    "note": note.strip()}, now, pipe=pipe)
         pipe.execute()
@@ -225,9 +235,10 @@ def assign_if_nobody(r: redis.Redis, phone: str, episode: str, who: str,
                      now: float | None = None) -> bool:
     """The nurse who acknowledges or calls back an episode nobody has takes it."""
     now = time.time() if now is None else now
-    if not r.hsetnx(episode_key(phone, episode), "assigned_to", who):
+    if not r.hsetnx(keys.of(r).episode_key(phone, episode), "assigned_to", who):
         return False
-    r.hset(episode_key(phone, episode), mapping={"assigned_by": who, "assigned_at": str(now)})
+    r.hset(keys.of(r).episode_key(phone, episode),
+           mapping={"assigned_by": who, "assigned_at": str(now)})
     _episode_event(r, phone, episode, {"who": who, "action": "assign", "to": who,
                                        "note": "took it by acting on it"}, now)
     return True

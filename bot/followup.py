@@ -24,10 +24,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from . import keys
 from .clock import iso_utc as iso
 from .conversation.engine import Result
-from .escalations import add_event, esc_key
-from .keys import FOLLOWUPS, link_key
+from .escalations import add_event
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import FOLLOWUPS, link_key  # noqa: F401
 from .notify import SendError, SmsBackend, text_patient
 from .paging import LEASE_SECONDS, WORKER, backoff, claim_due, due_members, record_time
 from .service import TriageService
@@ -45,7 +48,7 @@ def wants_follow_up(rec: dict[str, Any]) -> bool:
 
 def origin_of(r: Any, conversation_id: str | None) -> str | None:
     """The record a follow-up conversation re-checks, if this conversation is one."""
-    return r.get(link_key(conversation_id)) if conversation_id else None
+    return r.get(keys.of(r).link_key(conversation_id)) if conversation_id else None
 
 
 class FollowUps:
@@ -64,13 +67,18 @@ class FollowUps:
         if not wants_follow_up(rec) or origin_of(self.r, rec.get("conversation_id")):
             return False
         due = record_time(rid, rec) + self.after
-        if not self.r.zadd(FOLLOWUPS, {rid: due}, nx=True):
+        if not self.r.zadd(self.k.FOLLOWUPS, {rid: due}, nx=True):
             return False  # already scheduled (a record routed twice)
-        self.r.hset(esc_key(rid), mapping={"follow_up_status": "scheduled",
+        self.r.hset(self.k.esc_key(rid), mapping={"follow_up_status": "scheduled",
                                            "follow_up_due": due, "follow_up_attempts": 0})
         add_event(self.r, rid, "follow_up_scheduled", WORKER,
                   f"re-check by SMS due {iso(due)}", now)
         return True
+
+    @property
+    def k(self) -> keys.Layout:
+        """The deployment's key names (one server or a cluster), from the client in use."""
+        return keys.of(self.r)
 
     def note_answer(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
         """A record from a follow-up conversation: note it on the record it re-checks.
@@ -82,7 +90,7 @@ class FollowUps:
             add_event(self.r, origin, "follow_up_unanswered", WORKER,
                       f"no complete reply to the re-check (record {rid})", now)
         else:
-            self.r.hset(esc_key(origin), "follow_up_answer", rid)
+            self.r.hset(self.k.esc_key(origin), "follow_up_answer", rid)
             add_event(self.r, origin, "follow_up_answered", WORKER,
                       f"re-check triaged {rec.get('tier')} (record {rid})", now)
         return origin
@@ -90,8 +98,8 @@ class FollowUps:
     # -- sending (every tick)
     def send_due(self, now: float) -> int:
         sent = 0
-        for rid in due_members(self.r, FOLLOWUPS, now):
-            if not claim_due(self.r, FOLLOWUPS, rid, now, now + LEASE_SECONDS):
+        for rid in due_members(self.r, self.k.FOLLOWUPS, now):
+            if not claim_due(self.r, self.k.FOLLOWUPS, rid, now, now + LEASE_SECONDS):
                 continue
             try:
                 if self.send_one(rid, now):
@@ -101,15 +109,15 @@ class FollowUps:
         return sent
 
     def _skip(self, rid: str, why: str, now: float) -> None:
-        self.r.zrem(FOLLOWUPS, rid)
-        self.r.hset(esc_key(rid), mapping={"follow_up_status": "skipped",
+        self.r.zrem(self.k.FOLLOWUPS, rid)
+        self.r.hset(self.k.esc_key(rid), mapping={"follow_up_status": "skipped",
                                            "follow_up_error": why})
         add_event(self.r, rid, "follow_up_skipped", WORKER, why, now)
 
     def send_one(self, rid: str, now: float) -> bool:
         rec = self.store.record(rid)
         if rec is None:
-            self.r.zrem(FOLLOWUPS, rid)
+            self.r.zrem(self.k.FOLLOWUPS, rid)
             return False
         phone = rec.get("phone") or ""
         profile_status = self.store.profile(phone).get("status", "")
@@ -133,8 +141,8 @@ class FollowUps:
             self._skip(rid, note, now)
             log.info("follow-up for %s skipped (%s) phone=%s", rid, note, mask_phone(phone))
             return False
-        self.r.set(link_key(note), rid, ex=LINK_TTL)
-        key = esc_key(rid)
+        self.r.set(self.k.link_key(note), rid, ex=LINK_TTL)
+        key = self.k.esc_key(rid)
         attempts = int(self.r.hget(key, "follow_up_attempts") or 0) + 1
         try:
             text_patient(self.r, self.backend, phone, text, now, record_id=rid)
@@ -142,14 +150,14 @@ class FollowUps:
             error = str(exc)[:300]
             if attempts < self.max_attempts:
                 wait = backoff(self.retry_base, attempts)
-                self.r.zadd(FOLLOWUPS, {rid: now + wait})
+                self.r.zadd(self.k.FOLLOWUPS, {rid: now + wait})
                 self.r.hset(key, mapping={"follow_up_status": "retrying",
                                           "follow_up_attempts": attempts,
                                           "follow_up_error": error})
                 add_event(self.r, rid, "follow_up_failed", WORKER,
                           f"attempt {attempts} failed: {error}; retry in {wait:.0f} s", now)
             else:
-                self.r.zrem(FOLLOWUPS, rid)
+                self.r.zrem(self.k.FOLLOWUPS, rid)
                 self.r.hset(key, mapping={"follow_up_status": "failed",
                                           "follow_up_attempts": attempts,
                                           "follow_up_error": error})
@@ -157,7 +165,7 @@ class FollowUps:
                           f"gave up after {attempts} attempts: {error}", now)
                 log.error("follow-up for %s FAILED after %s attempts", rid, attempts)
             return False
-        self.r.zrem(FOLLOWUPS, rid)
+        self.r.zrem(self.k.FOLLOWUPS, rid)
         self.r.hset(key, mapping={"follow_up_status": "sent", "follow_up_attempts": attempts,
                                   "follow_up_sent_at": now, "follow_up_conversation": note,
                                   "follow_up_error": ""})

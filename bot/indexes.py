@@ -39,11 +39,14 @@ from typing import Any
 
 import redis
 
-from .keys import IDX_ACTED as ACTED
-from .keys import IDX_CURSOR as CURSOR
-from .keys import IDX_ROUTINE as ROUTINE
-from .keys import esc_key, open_key, phone_key, time_key
-from .store import RECORDS, STATUS, decode_record
+from . import keys
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import IDX_ACTED as ACTED  # noqa: F401
+from .keys import IDX_CURSOR as CURSOR  # noqa: F401
+from .keys import IDX_ROUTINE as ROUTINE  # noqa: F401
+from .keys import esc_key, open_key, phone_key, time_key  # noqa: F401
+from .store import RECORDS, STATUS, decode_record  # noqa: F401
 
 log = logging.getLogger(__name__)
 OPEN_TIERS = ("EMERGENCY", "URGENT", "SOON")  # ROUTINE never enters the open queue
@@ -110,8 +113,9 @@ def catch_up(r: redis.Redis, now: float, days: int = DEFAULT_RETENTION_DAYS,
     leave the same indexes. Returns the number of records indexed."""
     done = 0
     for _ in range(max_batches):
-        cursor = r.get(CURSOR)
-        entries = r.xrange(RECORDS, min=f"({cursor}" if cursor else "-", max="+", count=BATCH)
+        cursor = r.get(keys.of(r).IDX_CURSOR)
+        entries = r.xrange(keys.of(r).RECORDS, min=f"({cursor}" if cursor else "-", max="+",
+                           count=BATCH)
         if not entries:
             break
         _index(r, entries, now, days)
@@ -139,13 +143,13 @@ def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float
     recs = [(rid, rec) for rid, fields in entries
             if (rec := _decode(rid, fields)) is not None]
     if not recs:
-        r.set(CURSOR, entries[-1][0])
+        r.set(keys.of(r).IDX_CURSOR, entries[-1][0])
         return
     ids = [rid for rid, _ in recs]
     read = r.pipeline(transaction=False)
-    read.hmget(STATUS, ids)
+    read.hmget(keys.of(r).STATUS, ids)
     for rid in ids:
-        read.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
+        read.hmget(keys.of(r).esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
     statuses, *escs = read.execute()
     oldest = now - days * 86400
     write = r.pipeline(transaction=False)
@@ -153,24 +157,24 @@ def _index(r: redis.Redis, entries: list[tuple[str, dict[str, str]]], now: float
         tier = rec.get("tier", "")
         ts = created_ts(rid, rec)
         if tier in ALL_TIERS:
-            write.zadd(time_key(tier), {rid: ts})
+            write.zadd(keys.of(r).time_key(tier), {rid: ts})
         if rec.get("phone"):
-            write.zadd(phone_key(rec["phone"]), {rid: ts})
-            write.zremrangebyscore(phone_key(rec["phone"]), "-inf", f"({oldest}")
+            write.zadd(keys.of(r).phone_key(rec["phone"]), {rid: ts})
+            write.zremrangebyscore(keys.of(r).phone_key(rec["phone"]), "-inf", f"({oldest}")
         if tier == "ROUTINE":
-            write.zadd(ROUTINE, {rid: ts})
+            write.zadd(keys.of(r).IDX_ROUTINE, {rid: ts})
             if rec.get("needs_reading") and (status or rec.get("status", "open")) != "resolved":
                 # a question a nurse must read (bot/conversation/turn.py): in the SOON band of
                 # the open queue until resolved, though its answer was ROUTINE
-                write.zadd(open_key("SOON"), {rid: ts})
+                write.zadd(keys.of(r).open_key("SOON"), {rid: ts})
         elif tier in OPEN_TIERS:
             acted = first_action(esc)
             if acted is not None:
-                write.zadd(ACTED, {acted_member(tier, rid, acted - ts, esc[2]): ts})
+                write.zadd(keys.of(r).IDX_ACTED, {acted_member(tier, rid, acted - ts, esc[2]): ts})
             if (status or rec.get("status", "open")) != "resolved":
-                write.zadd(open_key(tier), {rid: ts})
-    write.zremrangebyrank(ROUTINE, 0, -ROUTINE_KEEP - 1)
-    write.set(CURSOR, entries[-1][0])
+                write.zadd(keys.of(r).open_key(tier), {rid: ts})
+    write.zremrangebyrank(keys.of(r).IDX_ROUTINE, 0, -ROUTINE_KEEP - 1)
+    write.set(keys.of(r).IDX_CURSOR, entries[-1][0])
     write.execute()
 
 
@@ -179,23 +183,23 @@ def reconcile(r: redis.Redis) -> None:
     open, not what was ever written."""
     read = r.pipeline(transaction=False)
     for tier in OPEN_TIERS:
-        read.zrange(open_key(tier), 0, -1, withscores=True)
+        read.zrange(keys.of(r).open_key(tier), 0, -1, withscores=True)
     members = [(tier, rid, ts) for tier, found in zip(OPEN_TIERS, read.execute(), strict=True)
                for rid, ts in found]
     if not members:
         return
     read = r.pipeline(transaction=False)
-    read.hmget(STATUS, [rid for _, rid, _ in members])
+    read.hmget(keys.of(r).STATUS, [rid for _, rid, _ in members])
     for _, rid, _ in members:
-        read.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
+        read.hmget(keys.of(r).esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
     statuses, *escs = read.execute()
     write = r.pipeline(transaction=False)
     for (tier, rid, ts), status, esc in zip(members, statuses, escs, strict=True):
         acted = first_action(esc)
         if acted is not None:
-            write.zadd(ACTED, {acted_member(tier, rid, acted - ts, esc[2]): ts})
+            write.zadd(keys.of(r).IDX_ACTED, {acted_member(tier, rid, acted - ts, esc[2]): ts})
         if status == "resolved":
-            write.zrem(open_key(tier), rid)
+            write.zrem(keys.of(r).open_key(tier), rid)
     write.execute()
 
 
@@ -203,8 +207,8 @@ def _trim(r: redis.Redis, now: float, days: int) -> None:
     oldest = f"({now - days * 86400}"
     pipe = r.pipeline(transaction=False)
     for tier in ALL_TIERS:
-        pipe.zremrangebyscore(time_key(tier), "-inf", oldest)
-    pipe.zremrangebyscore(ACTED, "-inf", oldest)
+        pipe.zremrangebyscore(keys.of(r).time_key(tier), "-inf", oldest)
+    pipe.zremrangebyscore(keys.of(r).IDX_ACTED, "-inf", oldest)
     pipe.execute()
 
 
@@ -216,7 +220,7 @@ def tail(r: redis.Redis, cursor: str | None) -> list[tuple[str, dict[str, Any]]]
     out: list[tuple[str, dict[str, Any]]] = []
     low = f"({cursor}" if cursor else "-"
     while True:
-        chunk = r.xrange(RECORDS, min=low, max="+", count=BATCH)
+        chunk = r.xrange(keys.of(r).RECORDS, min=low, max="+", count=BATCH)
         out.extend((rid, rec) for rid, fields in chunk
                    if (rec := _decode(rid, fields)) is not None)
         if len(chunk) < BATCH:
@@ -230,9 +234,9 @@ def fetch(r: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     pipe = r.pipeline(transaction=False)
-    pipe.hmget(STATUS, ids)
+    pipe.hmget(keys.of(r).STATUS, ids)
     for rid in ids:
-        pipe.xrange(RECORDS, min=rid, max=rid)
+        pipe.xrange(keys.of(r).RECORDS, min=rid, max=rid)
     statuses, *found = pipe.execute()
     out = []
     for rid, status, entries in zip(ids, statuses, found, strict=True):
@@ -250,9 +254,10 @@ def unresolved(r: redis.Redis, statuses: Iterable[str], tiers: Iterable[str] = (
     wanted = set(statuses)
     tiers = tuple(tiers) or ALL_TIERS
     pipe = r.pipeline(transaction=False)
-    pipe.get(CURSOR)
+    pipe.get(keys.of(r).IDX_CURSOR)
     for tier in tiers:
-        pipe.zrange(ROUTINE if tier == "ROUTINE" else open_key(tier), 0, -1)
+        names = keys.of(r)
+        pipe.zrange(names.IDX_ROUTINE if tier == "ROUTINE" else names.open_key(tier), 0, -1)
     cursor, *found = pipe.execute()
     ids = list(dict.fromkeys(rid for members in found for rid in members))
     recs = fetch(r, ids)
@@ -260,7 +265,7 @@ def unresolved(r: redis.Redis, statuses: Iterable[str], tiers: Iterable[str] = (
     fresh = [(rid, rec) for rid, rec in tail(r, cursor)
              if rid not in known and queue_tier(rec) in tiers]
     if fresh:
-        states = r.hmget(STATUS, [rid for rid, _ in fresh])
+        states = r.hmget(keys.of(r).STATUS, [rid for rid, _ in fresh])
         recs.extend({"id": rid, **rec, "status": st or rec.get("status", "open")}
                     for (rid, rec), st in zip(fresh, states, strict=True))
     return [rec for rec in recs if rec["status"] in wanted and queue_tier(rec) in tiers]
@@ -283,11 +288,11 @@ def patient_records(r: redis.Redis, phone: str, *, tiers: Iterable[str] = (),
         return ((not tiers or rec.get("tier") in tiers)
                 and (not status or rec["status"] == status))
 
-    cursor = r.get(CURSOR)
+    cursor = r.get(keys.of(r).IDX_CURSOR)
     fresh = [(rid, rec) for rid, rec in tail(r, cursor) if rec.get("phone") == phone]
     out: list[dict[str, Any]] = []
     if fresh:
-        states = r.hmget(STATUS, [rid for rid, _ in fresh])
+        states = r.hmget(keys.of(r).STATUS, [rid for rid, _ in fresh])
         for (rid, rec), st in zip(reversed(fresh), reversed(states), strict=True):
             full = {"id": rid, **rec, "status": st or rec.get("status", "open")}
             if keep(full):
@@ -295,7 +300,7 @@ def patient_records(r: redis.Redis, phone: str, *, tiers: Iterable[str] = (),
     seen = {rid for rid, _ in fresh}
     start = 0
     while len(out) < limit:
-        ids = r.zrevrange(phone_key(phone), start, start + BATCH - 1)
+        ids = r.zrevrange(keys.of(r).phone_key(phone), start, start + BATCH - 1)
         if not ids:
             break
         start += len(ids)
@@ -320,13 +325,13 @@ def overview_facts(r: redis.Redis, start: float, end: float, day_edges: list[flo
     action or None, overdue flag, status) per EMERGENCY / URGENT / SOON escalation. Costs
     days x tiers ZCOUNTs plus the window's escalations, whatever the history."""
     pipe = r.pipeline(transaction=False)
-    pipe.get(CURSOR)
+    pipe.get(keys.of(r).IDX_CURSOR)
     for tier in ALL_TIERS:
         for lo, hi in itertools.pairwise(day_edges):
-            pipe.zcount(time_key(tier), lo, f"({hi}" if hi < end else hi)
-    pipe.zrangebyscore(ACTED, start, end, withscores=True)
+            pipe.zcount(keys.of(r).time_key(tier), lo, f"({hi}" if hi < end else hi)
+    pipe.zrangebyscore(keys.of(r).IDX_ACTED, start, end, withscores=True)
     for tier in OPEN_TIERS:
-        pipe.zrangebyscore(open_key(tier), start, end, withscores=True)
+        pipe.zrangebyscore(keys.of(r).open_key(tier), start, end, withscores=True)
     res = pipe.execute()
     cursor = res[0]
     n_days = len(day_edges) - 1
@@ -344,13 +349,13 @@ def overview_facts(r: redis.Redis, start: float, end: float, day_edges: list[flo
              if start <= created_ts(rid, rec) <= end]
     pipe = r.pipeline(transaction=False)
     for rid, rec in fresh:  # indexed while we read? then already counted
-        pipe.zscore(time_key(rec.get("tier", "")), rid)
+        pipe.zscore(keys.of(r).time_key(rec.get("tier", "")), rid)
     for _tier, rid, _ in live:
-        pipe.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
-        pipe.hget(STATUS, rid)
+        pipe.hmget(keys.of(r).esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
+        pipe.hget(keys.of(r).STATUS, rid)
     for rid, _rec in fresh:
-        pipe.hmget(esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
-        pipe.hget(STATUS, rid)
+        pipe.hmget(keys.of(r).esc_key(rid), "acknowledged_at", "resolved_at", "overdue")
+        pipe.hget(keys.of(r).STATUS, rid)
     got = pipe.execute()
     scores, rest = got[: len(fresh)], got[len(fresh):]
     for (tier, rid, ts), esc, status in zip(live, rest[0::2], rest[1::2], strict=False):

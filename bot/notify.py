@@ -49,8 +49,11 @@ from typing import Any, Protocol, TextIO
 import redis
 from flask import Flask
 
+from . import keys
 from .clock import iso_utc as _iso
-from .keys import delivery_key
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import delivery_key  # noqa: F401
 from .sms import to_gsm7
 from .store import append_sent_text, mask_phone
 
@@ -241,6 +244,11 @@ def _summary(fields: dict[str, str]) -> list[dict[str, Any]]:
 class Receipts:
     """Delivery state per record and recipient; see the module docstring."""
 
+    @property
+    def k(self) -> keys.Layout:
+        """The deployment's key names (one server or a cluster), from the client in use."""
+        return keys.of(self.r)
+
     def __init__(self, r: redis.Redis, base_url: str, secret: str):
         self.r = r
         self.base_url = base_url.rstrip("/")
@@ -258,9 +266,8 @@ class Receipts:
     def _change(self, rid: str, fn: Any) -> Any:
         """Read-modify-write the record's delivery hash atomically (WATCH/MULTI): ``fn``
         gets the current fields and returns (updates, result); the summary is rewritten."""
-        from .escalations import esc_key  # escalations imports store, not notify: no cycle
 
-        key = delivery_key(rid)
+        key = self.k.delivery_key(rid)
         with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -271,7 +278,7 @@ class Receipts:
                         merged = {**fields, **updates}
                         pipe.multi()
                         pipe.hset(key, mapping=updates)
-                        pipe.hset(esc_key(rid), "delivery", json.dumps(_summary(merged)))
+                        pipe.hset(self.k.esc_key(rid), "delivery", json.dumps(_summary(merged)))
                         pipe.execute()
                     else:
                         pipe.reset()
@@ -345,12 +352,12 @@ class Receipts:
         return self._change(rid, fn)
 
     def summary(self, rid: str) -> list[dict[str, Any]]:
-        return _summary(self.r.hgetall(delivery_key(rid)))
+        return _summary(self.r.hgetall(self.k.delivery_key(rid)))
 
 
 def delivery(r: redis.Redis, rid: str) -> list[dict[str, Any]]:
     """Per recipient delivery of a record's texts (what the dashboard and the API show)."""
-    return _summary(r.hgetall(delivery_key(rid)))
+    return _summary(r.hgetall(keys.of(r).delivery_key(rid)))
 
 
 def delivery_field(esc: dict[str, str]) -> list[dict[str, Any]]:

@@ -48,21 +48,21 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .clock import iso_utc as iso
 from .conversation.flows import TIER_RANK
 from .escalations import (
     OPEN,
     add_event,
-    esc_key,
     escalation_tier,
-    events_key,
-    members_key,
     status,
 )
-from .keys import DEAD_LETTERS, DEADLINES, DUE, holder_key, ledger_key
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import DEAD_LETTERS, DEADLINES, DUE, holder_key, ledger_key  # noqa: F401
 from .notify import ON_CALL, Outbox, SendError, scrub
 from .sms import segments, to_gsm7
-from .store import RECORDS, STATUS, Store, decode_record, mask_phone
+from .store import RECORDS, STATUS, Store, decode_record, mask_phone  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def ensure_group(r: redis.Redis) -> None:
     """Create the consumer group once. It starts at the beginning of the stream so that no
     record is ever skipped; records no longer open when they are read are not paged."""
     try:
-        r.xgroup_create(RECORDS, GROUP, id="0", mkstream=True)
+        r.xgroup_create(keys.of(r).RECORDS, GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -155,14 +155,14 @@ def read_new(r: redis.Redis, consumer: str, *, count: int = BATCH,
     entries: list[tuple[str, dict[str, Any] | None]] = []
     start = "0-0"
     while len(entries) < count:
-        resp = r.xautoclaim(RECORDS, GROUP, consumer, min_idle_time=claim_idle_ms,
+        resp = r.xautoclaim(keys.of(r).RECORDS, GROUP, consumer, min_idle_time=claim_idle_ms,
                             start_id=start, count=count)
         start, claimed = resp[0], resp[1]
         entries.extend(_parse(r, rid, fields) for rid, fields in claimed)
         if start in ("0-0", b"0-0") or not claimed:
             break
     if len(entries) < count:
-        for _stream, items in r.xreadgroup(GROUP, consumer, {RECORDS: ">"},
+        for _stream, items in r.xreadgroup(GROUP, consumer, {keys.of(r).RECORDS: ">"},
                                            count=count - len(entries)) or []:
             entries.extend(_parse(r, rid, fields) for rid, fields in items)
     return entries
@@ -184,9 +184,9 @@ def dead_letter(r: redis.Redis, rid: str, fields: dict[str, str], why: str) -> N
     dead-letter list, which /healthz and the dashboard banner raise as an alarm."""
     entry = {"id": rid, "why": why, "at": iso(time.time()),
              "fields": {k: str(v)[:4000] for k, v in fields.items()}}
-    r.lpush(DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
+    r.lpush(keys.of(r).DEAD_LETTERS, json.dumps(entry, separators=(",", ":")))
     log.error("record %s cannot be read (%s): moved to %s; ALARM raised", rid, why,
-              DEAD_LETTERS)
+              keys.of(r).DEAD_LETTERS)
 
 
 _DIGITS_RUN = re.compile(r"[+\d][\d\s().\-/]*\d")
@@ -210,7 +210,7 @@ def dead_letters(r: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
     """The dead-letter list, newest first, for people: the record id, why it could not be
     read, when, and each stored field cut to PREVIEW_CHARS with numbers masked."""
     out = []
-    for raw in r.lrange(DEAD_LETTERS, 0, limit - 1):
+    for raw in r.lrange(keys.of(r).DEAD_LETTERS, 0, limit - 1):
         try:
             entry = json.loads(raw)
             if not isinstance(entry, dict):
@@ -228,7 +228,7 @@ def dead_letters(r: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def ack(r: redis.Redis, rid: str) -> None:
-    r.xack(RECORDS, GROUP, rid)
+    r.xack(keys.of(r).RECORDS, GROUP, rid)
 
 
 def consume(r: redis.Redis, consumer: str, route: Callable[[str, dict[str, Any]], Any], *,
@@ -302,6 +302,11 @@ class Pager:
         self.outbox = outbox
         self.s = settings
 
+    @property
+    def k(self) -> keys.Layout:
+        """The deployment's key names (one server or a cluster), from the client in use."""
+        return keys.of(self.r)
+
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> str | None:
         """Route one new record: start its page and its acknowledgement deadline; or, when its
         conversation already has an open escalation, merge into it (MERGED: no page, no
@@ -315,13 +320,14 @@ class Pager:
             if joined is not None:
                 return joined
         if rec.get("tier") in PAGED_TIERS:
-            self.r.zadd(DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline}, nx=True)
+            self.r.zadd(self.k.DEADLINES, {rid: record_time(rid, rec) + self.s.ack_deadline},
+                        nx=True)
         self.start_page(rid, kind, now)
         return kind
 
     def start_page(self, rid: str, kind: str, now: float, *, note: str = "") -> bool:
         """First page of an escalation (once: a record routed twice pages once)."""
-        key = esc_key(rid)
+        key = self.k.esc_key(rid)
         if not self.s.on_call:
             if self.r.hsetnx(key, "page_status", NOT_PAGED):
                 self.r.hset(key, mapping={"page_kind": kind,
@@ -350,7 +356,7 @@ class Pager:
                         "page_next_at": now})
                     if note:
                         add_event(self.r, rid, "page_queued", WORKER, note, now, pipe=pipe)
-                    pipe.zadd(DUE, {rid: now})
+                    pipe.zadd(self.k.DUE, {rid: now})
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -362,42 +368,43 @@ class Pager:
 
         One transaction (WATCH the conversation's holder, the holder's escalation hash and
         ``triage:status``): two workers routing two records of one conversation at once, or
-        a record routed twice after a crash, end the same way. Single Redis (or a Sentinel
-        primary), like the message transaction: the keys span slots."""
+        a record routed twice after a crash, end the same way. On a Redis Cluster the holder
+        key is ``{triage}:escalation:{<phone>}:<episode>``: with the escalation keys and the
+        status hash in the slot of ``{triage}`` (``keys.Layout``)."""
         episode = rec.get("episode_id") or rec.get("conversation_id")
         if not episode:
             return None
-        hkey = holder_key(str(rec.get("phone", "")), str(episode))
+        hkey = self.k.holder_key(str(rec.get("phone", "")), str(episode))
         tier = str(rec.get("tier") or "")
         with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(hkey, esc_key(rid))
-                    mine = pipe.hmget(esc_key(rid), "merged_into", "page_status")
+                    pipe.watch(hkey, self.k.esc_key(rid))
+                    mine = pipe.hmget(self.k.esc_key(rid), "merged_into", "page_status")
                     if mine[0]:  # routed before (a worker died before XACK)
-                        return RAISED if pipe.hget(esc_key(mine[0]), "raised_by") == rid \
+                        return RAISED if pipe.hget(self.k.esc_key(mine[0]), "raised_by") == rid \
                             else MERGED
                     holder = pipe.get(hkey)
                     if holder == rid or mine[1]:
                         return None  # it holds the escalation already
                     current = holder_esc = None
                     if holder:
-                        pipe.watch(esc_key(holder), STATUS)
-                        current = pipe.hget(STATUS, holder) or OPEN
-                        holder_esc = pipe.hgetall(esc_key(holder))
+                        pipe.watch(self.k.esc_key(holder), self.k.STATUS)
+                        current = pipe.hget(self.k.STATUS, holder) or OPEN
+                        holder_esc = pipe.hgetall(self.k.esc_key(holder))
                     if holder is None or current != OPEN or not holder_esc:
                         # none, or the last one was acknowledged / resolved: a new escalation
                         pipe.multi()
                         pipe.set(hkey, rid, ex=PAGE_ONCE_TTL)
-                        pipe.hsetnx(esc_key(rid), "escalation_tier", tier)
+                        pipe.hsetnx(self.k.esc_key(rid), "escalation_tier", tier)
                         pipe.execute()
                         return None
                     was = escalation_tier({}, holder_esc) or tier
                     raise_it = TIER_RANK.get(tier, 0) > TIER_RANK.get(was, 0)
                     pipe.multi()
-                    pipe.sadd(members_key(holder), rid)
+                    pipe.sadd(self.k.members_key(holder), rid)
                     pipe.expire(hkey, PAGE_ONCE_TTL)
-                    pipe.hset(esc_key(rid), mapping={
+                    pipe.hset(self.k.esc_key(rid), mapping={
                         "page_status": MERGED, "page_kind": page_kind(rec) or "new",
                         "merged_into": holder, "page_error": ""})
                     if raise_it:
@@ -427,14 +434,14 @@ class Pager:
         fields: dict[str, Any] = {"escalation_tier": tier, "raised_from": was,
                                   "raised_by": rid, "raised_at": now, "page_record": rid,
                                   "page_tier": tier}
-        pipe.rpush(events_key(holder), json.dumps({
+        pipe.rpush(self.k.events_key(holder), json.dumps({
             "at": iso(now), "ts": now, "who": WORKER, "action": "raised",
             "note": f"raised in place from {was} to {tier} by record {rid}"
                     + (f" ({reason})" if reason else "")
                     + ("; paging again at the new tier" if self.s.on_call else "")}))
         if tier in PAGED_TIERS:
             # the earlier deadline stands if it is sooner (ZADD LT): the wait already counts
-            pipe.zadd(DEADLINES, {holder: record_time(rid, rec) + self.s.ack_deadline},
+            pipe.zadd(self.k.DEADLINES, {holder: record_time(rid, rec) + self.s.ack_deadline},
                       lt=True)
         if not self.s.on_call:
             fields.update({"page_status": NOT_PAGED,
@@ -444,16 +451,16 @@ class Pager:
                            "page_round": int(esc.get("page_round") or 0) + 1,
                            "page_round_kind": RAISED, "page_round_attempts": 0,
                            "page_delivered": "[]", "page_next_at": now, "page_error": ""})
-            pipe.zadd(DUE, {holder: now})
-        pipe.hset(esc_key(holder), mapping=fields)
+            pipe.zadd(self.k.DUE, {holder: now})
+        pipe.hset(self.k.esc_key(holder), mapping=fields)
 
     # -- sending
     def send_due(self, now: float) -> int:
         sent = 0
-        for rid in due_members(self.r, DUE, now):
-            lease = (EMERGENCY_LEASE_SECONDS if self.r.hget(esc_key(rid), "page_tier")
+        for rid in due_members(self.r, self.k.DUE, now):
+            lease = (EMERGENCY_LEASE_SECONDS if self.r.hget(self.k.esc_key(rid), "page_tier")
                      == "EMERGENCY" else LEASE_SECONDS)
-            if not claim_due(self.r, DUE, rid, now, now + lease):
+            if not claim_due(self.r, self.k.DUE, rid, now, now + lease):
                 continue  # another worker has it
             try:
                 if self.attempt(rid, now):
@@ -463,14 +470,14 @@ class Pager:
         return sent
 
     def attempt(self, rid: str, now: float) -> bool:
-        key = esc_key(rid)
+        key = self.k.esc_key(rid)
         d = self.r.hgetall(key)
         rec = self.store.record(d.get("page_record") or rid)
         if rec is None:
-            self.r.zrem(DUE, rid)
+            self.r.zrem(self.k.DUE, rid)
             return False
         if status(self.r, rid) != OPEN:
-            self.r.zrem(DUE, rid)
+            self.r.zrem(self.k.DUE, rid)
             self.r.hset(key, mapping={"page_status": NOT_PAGED, "page_next_at": ""})
             add_event(self.r, rid, "page_cancelled", WORKER,
                       f"escalation already {status(self.r, rid)}: page not needed", now)
@@ -479,7 +486,7 @@ class Pager:
         page_round = str(d.get("page_round") or "1")
         tier = escalation_tier(rec, d)
         once_per_tier = d.get("page_round_kind") != OVERDUE_ROUND
-        ledger = self.r.hgetall(ledger_key(rid))
+        ledger = self.r.hgetall(self.k.ledger_key(rid))
         kind = d.get("page_kind") or "new"
         body = page_text(rid, rec, self.s.base_url, kind=kind,
                          overdue=d.get("overdue") == "1", tier=tier,
@@ -500,15 +507,15 @@ class Pager:
             if once_per_tier:
                 sent[f"t:{tier}:{number}"] = f"{now}"
             try:
-                self.r.hset(ledger_key(rid), claim, f"{now}")
+                self.r.hset(self.k.ledger_key(rid), claim, f"{now}")
                 # recorded the moment the provider accepts it: a worker killed after that
                 # never texts this number again when the page is taken over
                 self.outbox.send_tracked(
                     rid, number, body, ON_CALL, now,
-                    on_sent=lambda sent=sent: self.r.hset(ledger_key(rid), mapping=sent))
+                    on_sent=lambda sent=sent: self.r.hset(self.k.ledger_key(rid), mapping=sent))
                 ledger.update(sent)
             except SendError as exc:
-                self.r.hdel(ledger_key(rid), claim)  # refused: certainly not sent
+                self.r.hdel(self.k.ledger_key(rid), claim)  # refused: certainly not sent
                 errors.append(f"{mask_phone(number)}: {exc}")
             except Exception as exc:  # a backend bug must not stop the retries
                 errors.append(f"{mask_phone(number)}: {type(exc).__name__}")
@@ -522,7 +529,7 @@ class Pager:
                         rec: dict[str, Any]) -> bool:
         """Write the attempt's outcome, unless a raise or an overdue re-page started a new
         round meanwhile (then that round owns the status and the due time)."""
-        key = esc_key(rid)
+        key = self.k.esc_key(rid)
         numbers = self.s.on_call
         round_attempts = int(d.get("page_round_attempts") or 0) + 1
         reached = len(delivered)
@@ -565,9 +572,9 @@ class Pager:
                     pipe.multi()
                     pipe.hset(key, mapping=fields)
                     if due is None:
-                        pipe.zrem(DUE, rid)
+                        pipe.zrem(self.k.DUE, rid)
                     else:
-                        pipe.zadd(DUE, {rid: due})
+                        pipe.zadd(self.k.DUE, {rid: due})
                     add_event(self.r, rid, event[0], WORKER, event[1], now, pipe=pipe)
                     pipe.execute()
                     break
@@ -588,14 +595,14 @@ class Pager:
         """Rule 5: not acknowledged within the deadline -> overdue, paged again; repeated every
         deadline interval until acknowledged or resolved."""
         repaged = 0
-        for rid in due_members(self.r, DEADLINES, now):
+        for rid in due_members(self.r, self.k.DEADLINES, now):
             current = status(self.r, rid)
             if current != OPEN:
-                self.r.zrem(DEADLINES, rid)
+                self.r.zrem(self.k.DEADLINES, rid)
                 continue
-            if not claim_due(self.r, DEADLINES, rid, now, now + self.s.ack_deadline):
+            if not claim_due(self.r, self.k.DEADLINES, rid, now, now + self.s.ack_deadline):
                 continue
-            key = esc_key(rid)
+            key = self.k.esc_key(rid)
             first = self.r.hget(key, "overdue") != "1"
             minutes = round(self.s.ack_deadline / 60)
             self.r.hset(key, "overdue", 1)
@@ -620,7 +627,7 @@ class Pager:
                             "page_round_kind": OVERDUE_ROUND, "page_round_attempts": 0,
                             "page_delivered": "[]", "page_next_at": now})
                         pipe.hsetnx(key, "page_kind", "new")
-                        pipe.zadd(DUE, {rid: now})
+                        pipe.zadd(self.k.DUE, {rid: now})
                         add_event(self.r, rid, "overdue_repaged", WORKER,
                                   f"{why}: marked overdue, paging again (round {page_round})",
                                   now, pipe=pipe)

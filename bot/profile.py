@@ -14,7 +14,10 @@ from typing import Any
 
 import redis
 
-from .keys import PATIENTS
+from . import keys
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import PATIENTS  # noqa: F401
 from .profile_fields import BY_NAME, CAREGIVER_RELATIONSHIPS, FIELDS, MRN_RE, Field
 from .store import profile_key
 
@@ -110,6 +113,9 @@ def save(r: redis.Redis, phone: str, values: dict[str, Any]) -> dict[str, str]:
         raise ProfileError({"phone": "must be a phone number like +15551234567"})
     cleaned = clean(values)
     key = profile_key(phone)
+    names = keys.of(r)
+    if names.cluster:  # the register is in the slot of {triage}, the profile in the patient's
+        r.sadd(names.PATIENTS, phone)  # first: an enrolled number is never missing from it
     pipe = r.pipeline(transaction=True)
     to_set = {k: v for k, v in cleaned.items() if v != ""}
     to_del = [k for k, v in cleaned.items() if v == ""]
@@ -119,10 +125,11 @@ def save(r: redis.Redis, phone: str, values: dict[str, Any]) -> dict[str, str]:
         pipe.hdel(key, *to_del)
     pipe.hsetnx(key, "status", "active")
     pipe.hset(key, "updated_at", f"{time.time():.0f}")
-    pipe.sadd(PATIENTS, phone)
+    if not names.cluster:
+        pipe.sadd(names.PATIENTS, phone)
     pipe.execute()
     return get(r, phone)
 
 
 def all_phones(r: redis.Redis) -> list[str]:
-    return sorted(r.smembers(PATIENTS))
+    return sorted(r.smembers(keys.of(r).PATIENTS))

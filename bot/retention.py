@@ -32,17 +32,7 @@ from typing import Any
 
 import redis
 
-from .keys import (
-    IDX_CURSOR,
-    RECORDS,
-    STATUS,
-    delivery_key,
-    esc_key,
-    events_key,
-    ledger_key,
-    members_key,
-    voice_key,
-)
+from . import keys
 from .paging import GROUP  # the pager's consumer group: what it has not acknowledged stays
 from .store import decode_record
 
@@ -58,13 +48,13 @@ def _id(rid: str) -> tuple[int, int]:
 def _limit(r: redis.Redis) -> tuple[int, int] | None:
     """Nothing at or after this id may leave: the pager's first pending entry, the entry after
     its last delivered one, the first record not indexed yet. None: nothing may leave."""
-    cursor = r.get(IDX_CURSOR)  # the last record indexed
+    cursor = r.get(keys.of(r).IDX_CURSOR)  # the last record indexed
     if not cursor:
         return None
     indexed = _id(cursor)
     limits = [(indexed[0], indexed[1] + 1)]
     try:
-        groups = {g["name"]: g for g in r.xinfo_groups(RECORDS)}
+        groups = {g["name"]: g for g in r.xinfo_groups(keys.of(r).RECORDS)}
     except redis.ResponseError:  # no stream yet
         return None
     group = groups.get(GROUP)
@@ -72,7 +62,7 @@ def _limit(r: redis.Redis) -> tuple[int, int] | None:
         return None  # the pager never read the stream: nothing has been paged
     last = _id(group["last-delivered-id"])
     limits.append((last[0], last[1] + 1))
-    pending = r.xpending(RECORDS, GROUP)
+    pending = r.xpending(keys.of(r).RECORDS, GROUP)
     if pending and pending.get("pending"):
         limits.append(_id(pending["min"]))
     return min(limits)
@@ -104,7 +94,7 @@ def run(r: redis.Redis, now: float, days: int, folder: str | Path) -> int:
     if days <= 0:
         return 0
     cutoff = (int((now - days * 86400) * 1000), 0)
-    oldest = r.xrange(RECORDS, count=1)
+    oldest = r.xrange(keys.of(r).RECORDS, count=1)
     if not oldest or _id(oldest[0][0]) >= cutoff:
         return 0  # the common case: one round trip a tick
     limit = _limit(r)
@@ -114,10 +104,10 @@ def run(r: redis.Redis, now: float, days: int, folder: str | Path) -> int:
     removed = 0
     low = "-"
     while True:
-        entries = r.xrange(RECORDS, min=low, max="+", count=BATCH)
+        entries = r.xrange(keys.of(r).RECORDS, min=low, max="+", count=BATCH)
         take: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = []
         blocked = False
-        statuses = r.hmget(STATUS, [rid for rid, _ in entries]) if entries else []
+        statuses = r.hmget(keys.of(r).STATUS, [rid for rid, _ in entries]) if entries else []
         for (rid, fields), status in zip(entries, statuses, strict=True):
             if _id(rid) >= stop:
                 blocked = True
@@ -133,8 +123,8 @@ def run(r: redis.Redis, now: float, days: int, folder: str | Path) -> int:
         if take:
             pipe = r.pipeline(transaction=False)
             for rid, _, _ in take:
-                pipe.hgetall(esc_key(rid))
-                pipe.lrange(events_key(rid), 0, -1)
+                pipe.hgetall(keys.of(r).esc_key(rid))
+                pipe.lrange(keys.of(r).events_key(rid), 0, -1)
             got = pipe.execute()
             lines = []
             for k, (rid, rec, meta) in enumerate(take):
@@ -151,12 +141,18 @@ def run(r: redis.Redis, now: float, days: int, folder: str | Path) -> int:
                 return removed
             ids = [rid for rid, _, _ in take]
             pipe = r.pipeline(transaction=False)
-            pipe.hdel(STATUS, *ids)
+            pipe.hdel(keys.of(r).STATUS, *ids)
+            names = keys.of(r)
             for rid in ids:
-                pipe.delete(esc_key(rid), events_key(rid), members_key(rid), ledger_key(rid),
-                            delivery_key(rid), voice_key(rid))
+                gone = (names.esc_key(rid), names.events_key(rid), names.members_key(rid),
+                        names.ledger_key(rid), names.delivery_key(rid), names.voice_key(rid))
+                if names.cluster:  # redis-py's cluster pipeline deletes one key a command
+                    for key in gone:
+                        pipe.delete(key)
+                else:
+                    pipe.delete(*gone)
             last = _id(ids[-1])
-            pipe.xtrim(RECORDS, minid=f"{last[0]}-{last[1] + 1}", approximate=False)
+            pipe.xtrim(keys.of(r).RECORDS, minid=f"{last[0]}-{last[1] + 1}", approximate=False)
             pipe.execute()
             removed += len(ids)
         if blocked or len(entries) < BATCH:

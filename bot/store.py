@@ -45,7 +45,9 @@ Service-wide keys:
   a ``moved`` marker per outbox entry beside the stream, so an entry is never added twice),
   sets their status (HSETNX) and clears them from the outbox; a crash anywhere in between
   leaves the entry in the outbox, where the worker's relay (``relay_outboxes``, every
-  slot's pending set read each tick) completes it. See docs/performance.md.
+  slot's pending set read each tick) completes it. On a cluster the service-wide keys are
+  named ``{triage}:records``, ``{triage}:status``... (``keys.Layout``, ``Store.names``): one
+  slot for the pager and the care team. See docs/performance.md.
 * ``triage:zdict:<id>``  the text dictionaries of ``textcodec`` (one per clinical rules
   version, a few KB, no expiry)
 """
@@ -82,7 +84,9 @@ from .keys import (
     RECORDS,
     SLOTS,
     STATUS,
+    Layout,
     dedup_key,
+    layout,
     meta_key,
     moved_key,
     optout_key,
@@ -609,6 +613,8 @@ class LateCluster:
     and raises ``redis.ConnectionError`` until it can, so the webhook's breaker and fallback
     answer meanwhile; once connected, every use goes to the real client."""
 
+    cluster_layout = True  # keys.of: the service-wide keys of a cluster
+
     def __init__(self, url: str, kwargs: dict[str, Any]):
         self._url, self._kwargs = url, kwargs
         self._client: redis.RedisCluster | None = None
@@ -673,6 +679,8 @@ class Store:
         benchmark swap ``store.r`` for a counting client: the twin follows)."""
         self._r = client
         self.cluster = isinstance(client, redis.RedisCluster | LateCluster)
+        # the service-wide key names (keys.Layout): on a cluster all in the slot of {triage}
+        self.names: Layout = layout(self.cluster)
         if self.cluster:
             self._cluster_twin(client)
             return
@@ -933,16 +941,16 @@ class Store:
         ``triage:records``; return their record ids. Idempotent: an entry moved before (its
         marker in the records' slot) is not added again, so a crash at any point, a second
         mover (the web process and the worker at once) or a retry never doubles a record, and
-        an entry leaves the outbox only once its record and status are written. Three calls
-        (the records' slot, the status hash's slot, the patient's slot: Redis Cluster puts
-        them on different shards)."""
+        an entry leaves the outbox only once its record and status are written. Three calls:
+        the move script and the status (both in the slot of ``{triage}``, the records' and
+        the status hash's), then the patient's slot."""
         if entries is None:
             entries = self.outbox(phone)
         if entries:
             ids = self._move(entries)
             pipe = self.r.pipeline(transaction=False)
             for (_, status, _), rid in zip(entries, ids, strict=True):
-                pipe.hsetnx(STATUS, rid, status)  # never over a nurse's acknowledgement
+                pipe.hsetnx(self.names.STATUS, rid, status)  # never over a nurse's acknowledgement
             pipe.execute()
         else:
             ids = []
@@ -951,7 +959,8 @@ class Store:
 
     def _move(self, entries: list[tuple[str, str, str]]) -> list[str]:
         """The move script (tests that simulate a crash after it reached Redis replace this)."""
-        got = self._move_script(keys=[RECORDS, *(moved_key(oid) for oid, _, _ in entries)],
+        got = self._move_script(keys=[self.names.RECORDS,
+                                      *(moved_key(oid) for oid, _, _ in entries)],
                                 args=[MOVED_TTL, *(data for _, _, data in entries)])
         return [x.decode() for x in got]
 
@@ -1025,11 +1034,8 @@ class Store:
         record = dict(record)
         record.pop("id", None)
         record.setdefault("status", "open")
-        if self.cluster:  # two slots: the stream first (a missing status reads as "open")
-            rid = str(self.r.xadd(RECORDS, {"data": encode_record(record)}))
-            self.r.hset(STATUS, rid, record["status"])
-            return rid
-        return str(self.r.eval(_APPEND_RECORD, 2, RECORDS, STATUS,
+        # one script (on a cluster too: the stream and the status share the tag {triage})
+        return str(self.r.eval(_APPEND_RECORD, 2, self.names.RECORDS, self.names.STATUS,
                                encode_record(record), record["status"]))
 
     def records(self, *, tiers: Iterable[str] = (), status: str | None = None,
@@ -1039,11 +1045,11 @@ class Store:
         out: list[dict[str, Any]] = []
         last = "+"
         while len(out) < limit:
-            chunk = self.r.xrevrange(RECORDS, max=last, min="-", count=batch)
+            chunk = self.r.xrevrange(self.names.RECORDS, max=last, min="-", count=batch)
             if not chunk:
                 break
             ids = [rid for rid, _ in chunk]
-            statuses = self.r.hmget(STATUS, ids)
+            statuses = self.r.hmget(self.names.STATUS, ids)
             for (rid, fields), st in zip(chunk, statuses, strict=True):
                 if rid == last:
                     continue
@@ -1064,11 +1070,11 @@ class Store:
         return out
 
     def record(self, rid: str) -> dict[str, Any] | None:
-        found = self.r.xrange(RECORDS, min=rid, max=rid)
+        found = self.r.xrange(self.names.RECORDS, min=rid, max=rid)
         if not found:
             return None
         rec = decode_record(found[0][1])
-        rec["status"] = self.r.hget(STATUS, rid) or rec.get("status", "open")
+        rec["status"] = self.r.hget(self.names.STATUS, rid) or rec.get("status", "open")
         return {"id": rid, **rec}
 
     # -- sessions and profiles
@@ -1116,7 +1122,7 @@ class Store:
         """Patients with a checklist open and no message since ``older_than``."""
         if self.cluster:
             return [m[1:] for m in self._pending("(0", older_than) if m.startswith("a")]
-        return list(self.r.zrangebyscore(INFLIGHT, "-inf", older_than))
+        return list(self.r.zrangebyscore(self.names.INFLIGHT, "-inf", older_than))
 
 
 def append_sent_text(r: redis.Redis, phone: str, body: str, now: float) -> None:

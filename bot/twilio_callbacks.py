@@ -92,7 +92,7 @@ def sms_status(rid: str, rcpt: str) -> Response:
         log.info("delivery of %s to %s: %s", rid, result["to"], shown)
         if shown in notify.NOT_DELIVERED and result["role"] == notify.ON_CALL:
             # an EMERGENCY ladder that is watching looks again now (it may need to call)
-            store.r.zadd(voice.VOICE_DUE, {rid: now}, xx=True)
+            store.r.zadd(store.names.VOICE_DUE, {rid: now}, xx=True)
     return Response(status=204)
 
 

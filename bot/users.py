@@ -23,8 +23,11 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import keys
 from .clock import now_iso
-from .keys import USERS, fail_key, user_key
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import USERS, fail_key, user_key  # noqa: F401
 
 ROLES = ("nurse", "admin")
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
@@ -74,7 +77,7 @@ def create(r: redis.Redis, username: str, password: str, role: str, *,
         raise UserError(f"password must be at least {MIN_PASSWORD} characters")
     created = now_iso()
     fields = {"password": _hasher.hash(password), "role": role, "created_at": created}
-    key = user_key(username)
+    key = keys.of(r).user_key(username)
     if replace:
         fields["created_at"] = r.hget(key, "created_at") or created
         r.hset(key, mapping=fields)
@@ -82,12 +85,12 @@ def create(r: redis.Redis, username: str, password: str, role: str, *,
         raise UserError(f"user {username!r} exists (use --replace to set a new password)")
     else:
         r.hset(key, mapping=fields)
-    r.sadd(USERS, username)
+    r.sadd(keys.of(r).USERS, username)
     return User(username, role, fields["created_at"])
 
 
 def get(r: redis.Redis, username: str) -> User | None:
-    data = r.hgetall(user_key(normalise(username)))
+    data = r.hgetall(keys.of(r).user_key(normalise(username)))
     if not data or data.get("role") not in ROLES:
         return None
     return User(normalise(username), data["role"], data.get("created_at", ""))
@@ -106,7 +109,7 @@ def authenticate(r: redis.Redis, username: str, password: str, client: str) -> U
     """The user if the password is right, else None (and one more failure counted).
     Call ``locked`` first: a locked pair must not be checked at all."""
     username = normalise(username)
-    key = user_key(username)
+    key = keys.of(r).user_key(username)
     stored = r.hget(key, "password") if USERNAME_RE.match(username) else None
     try:
         _hasher.verify(stored or _dummy_hash(), password)

@@ -52,9 +52,11 @@ from typing import Any
 import redis
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from . import audit
-from .escalations import OPEN, TransitionError, acknowledge, add_event, esc_key, status
-from .keys import VOICE_DUE, VOICE_WAITING, line_key, voice_key
+from . import audit, keys
+from .escalations import OPEN, TransitionError, acknowledge, add_event, esc_key, status  # noqa: F401
+
+# one server's names, re-exported (the service asks keys.of(r) at call time)
+from .keys import VOICE_DUE, VOICE_WAITING, line_key, voice_key  # noqa: F401
 from .notify import NOT_DELIVERED, ON_CALL, Outbox, Receipts, SendError
 from .paging import BATCH, LEASE_SECONDS, WORKER, claim_due, due_members, page_kind, record_time
 from .store import Store, mask_phone
@@ -138,7 +140,7 @@ def call_twiml(rid: str, rec: dict[str, Any], gather_url: str | None) -> str:
 # --------------------------------------------------------------------------- step outcomes
 
 def step_info(r: redis.Redis, rid: str, n: int) -> dict[str, Any] | None:
-    raw = r.hget(voice_key(rid), str(n))
+    raw = r.hget(keys.of(r).voice_key(rid), str(n))
     return json.loads(raw) if raw else None
 
 
@@ -146,7 +148,7 @@ def set_outcome(r: redis.Redis, rid: str, n: int, outcome: str, detail: str,
                 now: float) -> bool:
     """The first outcome of step n wins (a key press beats the hang-up that follows it, a
     timeout beats a callback that comes too late). Makes the ladder due now."""
-    if not r.hsetnx(voice_key(rid), f"{n}:outcome",
+    if not r.hsetnx(keys.of(r).voice_key(rid), f"{n}:outcome",
                     json.dumps({"outcome": outcome, "detail": detail, "at": now})):
         return False
     step = step_info(r, rid, n) or {}
@@ -154,7 +156,7 @@ def set_outcome(r: redis.Redis, rid: str, n: int, outcome: str, detail: str,
         r.eval(_RELEASE, 1, step["line"], f"{rid}/{n}")
     add_event(r, rid, "voice_result", WORKER,
               f"call {n} to {step.get('to', '?')}: {detail}", now)
-    r.zadd(VOICE_DUE, {rid: now}, xx=True)
+    r.zadd(keys.of(r).VOICE_DUE, {rid: now}, xx=True)
     return True
 
 
@@ -182,12 +184,13 @@ def gather(r: redis.Redis, rid: str, n: int, digits: str, now: float) -> str | N
             acknowledge(r, rid, who, now)
         except TransitionError:
             current = status(r, rid)
-            by = r.hget(esc_key(rid), f"{'resolved' if current == 'resolved' else 'acknowledged'}"
-                        "_by") or "someone"
+            by = r.hget(keys.of(r).esc_key(rid),
+                        f"{'resolved' if current == 'resolved' else 'acknowledged'}_by"
+                        ) or "someone"
             set_outcome(r, rid, n, "pressed_1", f"pressed 1: already {current} by {by}", now)
             resp.say(f"This escalation was already {current} by {by}. Thank you. Goodbye.")
         else:
-            r.hset(esc_key(rid), "voice_status", ACKNOWLEDGED)
+            r.hset(keys.of(r).esc_key(rid), "voice_status", ACKNOWLEDGED)
             audit.log(r, who, "ack", rid, f"acknowledged by voice: pressed 1 on call {n}", now)
             set_outcome(r, rid, n, "acknowledged", "pressed 1: acknowledged", now)
             log.info("escalation %s acknowledged by voice (call %s)", rid, n)
@@ -203,8 +206,9 @@ def gather(r: redis.Redis, rid: str, n: int, digits: str, now: float) -> str | N
 
 def summary(r: redis.Redis, rid: str) -> dict[str, Any]:
     """The ladder as the dashboard and the API show it."""
-    d = r.hmget(esc_key(rid), "voice_status", "voice_step", "voice_reason", "voice_next_at")
-    fields = r.hgetall(voice_key(rid))
+    d = r.hmget(keys.of(r).esc_key(rid), "voice_status", "voice_step", "voice_reason",
+                "voice_next_at")
+    fields = r.hgetall(keys.of(r).voice_key(rid))
     calls = []
     for key in sorted((k for k in fields if k.isdigit()), key=int):
         step = json.loads(fields[key])
@@ -231,12 +235,17 @@ class VoiceLadder:
     def receipts(self) -> Receipts:
         return self.outbox.receipts
 
+    @property
+    def k(self) -> keys.Layout:
+        """The deployment's key names (one server or a cluster), from the client in use."""
+        return keys.of(self.r)
+
     def on_record(self, rid: str, rec: dict[str, Any], now: float) -> bool:
         """A new record: watch an EMERGENCY that pages (once: a record routed twice is
         watched once)."""
         if rec.get("tier") not in VOICE_TIERS or page_kind(rec) is None:
             return False
-        key = esc_key(rid)
+        key = self.k.esc_key(rid)
         if self.r.hexists(key, "voice_status"):
             return False
         if not self.s.rota:
@@ -247,7 +256,7 @@ class VoiceLadder:
                 log.warning("escalation %s: no rota, no escalation call possible", rid)
             return False
         due = record_time(rid, rec) + self.s.undelivered_after
-        self.r.zadd(VOICE_DUE, {rid: due}, nx=True)
+        self.r.zadd(self.k.VOICE_DUE, {rid: due}, nx=True)
         self.r.hsetnx(key, "voice_status", WATCHING)
         self.r.hsetnx(key, "voice_next_at", due)
         return True
@@ -257,9 +266,9 @@ class VoiceLadder:
         is called in one tick); returns the number of calls placed."""
         placed = 0
         for _ in range(rounds):
-            batch = due_members(self.r, VOICE_DUE, now, BATCH)
+            batch = due_members(self.r, self.k.VOICE_DUE, now, BATCH)
             for rid in batch:
-                if not claim_due(self.r, VOICE_DUE, rid, now, now + LEASE_SECONDS):
+                if not claim_due(self.r, self.k.VOICE_DUE, rid, now, now + LEASE_SECONDS):
                     continue  # another worker has it
                 try:
                     if self.check(rid, now):
@@ -272,20 +281,20 @@ class VoiceLadder:
         return placed
 
     def _schedule(self, rid: str, at: float) -> None:
-        self.r.zadd(VOICE_DUE, {rid: at})
-        self.r.hset(esc_key(rid), "voice_next_at", at)
+        self.r.zadd(self.k.VOICE_DUE, {rid: at})
+        self.r.hset(self.k.esc_key(rid), "voice_next_at", at)
 
     def _stop(self, rid: str, new_status: str) -> None:
-        self.r.zrem(VOICE_DUE, rid)
-        self.r.zrem(VOICE_WAITING, rid)
-        self.r.hset(esc_key(rid), mapping={"voice_status": new_status, "voice_next_at": ""})
+        self.r.zrem(self.k.VOICE_DUE, rid)
+        self.r.zrem(self.k.VOICE_WAITING, rid)
+        self.r.hset(self.k.esc_key(rid), mapping={"voice_status": new_status, "voice_next_at": ""})
 
     def check(self, rid: str, now: float) -> bool:
         rec = self.store.record(rid)
         if rec is None:
-            self.r.zrem(VOICE_DUE, rid)
+            self.r.zrem(self.k.VOICE_DUE, rid)
             return False
-        d = self.r.hgetall(esc_key(rid))
+        d = self.r.hgetall(self.k.esc_key(rid))
         # raised in place (URGENT, then EMERGENCY): the call says the escalation's tier now
         rec = {**rec, "tier": d.get("escalation_tier") or rec.get("tier")}
         ladder = d.get("voice_status") or WATCHING
@@ -299,21 +308,21 @@ class VoiceLadder:
             elif ladder == WATCHING:
                 self._stop(rid, NOT_NEEDED)
             else:
-                self.r.zrem(VOICE_DUE, rid)
-                self.r.zrem(VOICE_WAITING, rid)
+                self.r.zrem(self.k.VOICE_DUE, rid)
+                self.r.zrem(self.k.VOICE_WAITING, rid)
             return False
         if ladder in (EXHAUSTED, STOPPED, NOT_POSSIBLE, ACKNOWLEDGED, NOT_NEEDED):
-            self.r.zrem(VOICE_DUE, rid)
-            self.r.zrem(VOICE_WAITING, rid)
+            self.r.zrem(self.k.VOICE_DUE, rid)
+            self.r.zrem(self.k.VOICE_WAITING, rid)
             return False
         step = int(d.get("voice_step") or 0)
         if step == 0:
             reason = self._first_reason(rid, rec, now)
             if reason is None:
                 return False
-            self.r.hset(esc_key(rid), "voice_reason", reason)
+            self.r.hset(self.k.esc_key(rid), "voice_reason", reason)
             return self._place(rid, rec, 1, reason, now)
-        if self.r.hget(voice_key(rid), f"{step}:outcome") is None:
+        if self.r.hget(self.k.voice_key(rid), f"{step}:outcome") is None:
             info = step_info(self.r, rid, step) or {}
             deadline = float(info.get("at") or now) + self.s.step_timeout
             if now < deadline:
@@ -360,21 +369,21 @@ class VoiceLadder:
         claimed = step_info(self.r, rid, n)
         if claimed is None:
             return False
-        self.r.hset(esc_key(rid), mapping={"voice_step": n, "voice_status": CALLING})
+        self.r.hset(self.k.esc_key(rid), mapping={"voice_step": n, "voice_status": CALLING})
         self._schedule(rid, float(claimed.get("at") or now) + self.s.step_timeout)
         return True
 
     def _older_waiter(self, rid: str) -> str | None:
         """An open escalation that has waited longer than this one for a free phone: it goes
         first (one unanswered escalation must not keep the only phone from another)."""
-        mine = self.r.zscore(VOICE_WAITING, rid)
-        for other, _since in self.r.zrangebyscore(VOICE_WAITING, "-inf",
+        mine = self.r.zscore(self.k.VOICE_WAITING, rid)
+        for other, _since in self.r.zrangebyscore(self.k.VOICE_WAITING, "-inf",
                                                   "+inf" if mine is None else f"({mine}",
                                                   withscores=True):
             if other == rid:
                 continue
             if status(self.r, other) != OPEN:
-                self.r.zrem(VOICE_WAITING, other)
+                self.r.zrem(self.k.VOICE_WAITING, other)
                 continue
             return other
         return None
@@ -390,29 +399,29 @@ class VoiceLadder:
         busy: list[str] = []
         for k in range(len(rota)):
             index = (start + k) % len(rota)
-            line = line_key(self.receipts.recipient(rota[index]))
+            line = self.k.line_key(self.receipts.recipient(rota[index]))
             if self.r.set(line, token, nx=True, ex=hold) or self.r.get(line) == token:
                 return index, line, busy
             busy.append(mask_phone(rota[index]))
         return None
 
     def _place(self, rid: str, rec: dict[str, Any], n: int, reason: str, now: float) -> bool:
-        key, vkey = esc_key(rid), voice_key(rid)
+        key, vkey = self.k.esc_key(rid), self.k.voice_key(rid)
         if self._claimed(rid, n, now):
             return False
         free = self._free_line(rid, n)
         waiter = self._older_waiter(rid) if free else None
         if free and waiter:  # the free phone is the longest-waiting escalation's
             self.r.eval(_RELEASE, 1, free[1], f"{rid}/{n}")
-            self.r.zadd(VOICE_DUE, {waiter: now}, xx=True)
+            self.r.zadd(self.k.VOICE_DUE, {waiter: now}, xx=True)
             free = None
         if free is None:
-            self.r.zadd(VOICE_WAITING, {rid: now}, nx=True)
+            self.r.zadd(self.k.VOICE_WAITING, {rid: now}, nx=True)
             log.info("escalation %s: call %s waits %.0f s for a free rota phone%s", rid, n,
                      LINE_WAIT_SECONDS, f" (after {waiter})" if waiter else "")
             self._schedule(rid, now + LINE_WAIT_SECONDS)
             return False
-        self.r.zrem(VOICE_WAITING, rid)
+        self.r.zrem(self.k.VOICE_WAITING, rid)
         index, line, busy = free
         number = self.s.rota[index]
         step: dict[str, Any] = {"n": n, "to": mask_phone(number), "rota_index": index + 1,

@@ -2,8 +2,8 @@
 
 Every WORKER_TICK_SECONDS one ``tick(app, now)``:
 
-1. on a Redis Cluster, moves the records left in patients' outboxes to ``triage:records``
-   (``Store.relay_outboxes``: a message whose own move did not happen), then sweeps
+1. on a Redis Cluster, moves the records left in patients' outboxes to the records stream
+   (``Store.relay_outboxes``: a message whose own move did not happen); then sweeps
    checklists left open past ABANDON_AFTER_MINUTES into 'abandoned' records;
 2. consumes new triage records (consumer group ``pagers`` on ``triage:records``, taking over
    entries a crashed worker left behind): starts pages (EMERGENCY, URGENT, incomplete triage),
@@ -43,8 +43,7 @@ from typing import Any
 import redis
 from flask import Flask
 
-from . import indexes, notify, retention
-from .escalations import esc_key
+from . import indexes, keys, notify, retention
 from .followup import FollowUps
 from .paging import BATCH, MERGED, RAISED, Pager, PagingSettings, consume
 from .voice import VoiceLadder, VoiceSettings
@@ -107,7 +106,7 @@ def route(rt: Runtime, rid: str, rec: dict[str, Any], now: float) -> None:
     origin = rt.follow_ups.note_answer(rid, rec, now)
     kind = rt.pager.on_record(rid, rec, now)
     if kind == RAISED:  # the conversation's open escalation now has this record's tier
-        holder = rt.pager.r.hget(esc_key(rid), "merged_into")
+        holder = rt.pager.r.hget(rt.pager.k.esc_key(rid), "merged_into")
         if holder:
             rt.voice.on_record(holder, rec, now)
     elif kind != MERGED:  # a merged record rides on the escalation already paged (and called)
@@ -136,8 +135,11 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     rt = runtime(app)
     service = app.extensions["triage"]
     replayed = service.replay_spool()  # texts received during an outage, first
-    if service.store.cluster:
-        return _cluster_tick(app, service, now, replayed)
+    # On a Redis Cluster, first the outboxes: records that a message committed but did not
+    # move (its own move failed or its process died). Then everything as on one server: the
+    # pager's and the care team's keys all carry the tag {triage} there (keys.Layout), so
+    # their transactions are in one slot.
+    relayed = service.store.relay_outboxes() if service.store.cluster else None
     abandoned = service.sweep_abandoned(now)
     consumed = _drain(lambda: consume(service.store.r, rt.consumer,
                                       lambda rid, rec: route(rt, rid, rec, now),
@@ -149,24 +151,11 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     indexes.catch_up(service.store.r, now, indexes.retention_days(app.config))  # care reads
     retention.run(service.store.r, now, int(app.config.get("RECORD_RETENTION_DAYS") or 0),
                   app.config.get("EXPORT_DIR") or Path(app.instance_path) / "exports")
-    return {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
+    done = {"replayed": replayed, "abandoned": len(abandoned), "records": consumed,
             "overdue": overdue, "pages": paged, "calls": calls, "follow_ups": followed}
-
-
-def _cluster_tick(app: Flask, service: Any, now: float, replayed: int) -> dict[str, int]:
-    """The tick on a Redis Cluster: the outboxes first (records that a message committed but
-    did not move), then the abandon sweep (its records are moved by their own commit), then
-    the care-read indexes. The pager's transactions (WATCH ``triage:status`` with
-    ``triage:esc:<id>``, the due sets) span slots: on a cluster the records are kept,
-    indexed and shown, NOT paged, which is why a production start is refused
-    (``config.check_production``; docs/performance.md)."""
-    relayed = service.store.relay_outboxes()
-    abandoned = service.sweep_abandoned(now)
-    log.error("REDIS_CLUSTER: records are relayed and indexed but NOT paged (paging needs one "
-              "Redis server or a Sentinel primary)")
-    indexes.catch_up(service.store.r, now, indexes.retention_days(app.config))
-    return {"replayed": replayed, "relayed": relayed, "abandoned": len(abandoned),
-            "records": 0, "overdue": 0, "pages": 0, "calls": 0, "follow_ups": 0}
+    if relayed is not None:
+        done["relayed"] = relayed
+    return done
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
@@ -188,14 +177,12 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
 
 def health(r: redis.Redis, now: float | None = None) -> dict[str, Any]:
     """For /healthz and the dashboard: the worker's last tick and the dead-letter list."""
-    from .paging import DEAD_LETTERS
-
     now = time.time() if now is None else now
     raw = r.get(HEARTBEAT)
     age = None if raw is None else max(0.0, now - float(raw))
     return {"worker_last_tick_seconds_ago": None if age is None else round(age),
             "worker_silent": age is None or age > SILENT_AFTER,
-            "dead_letters": int(r.llen(DEAD_LETTERS))}
+            "dead_letters": int(r.llen(keys.of(r).DEAD_LETTERS))}
 
 
 def banner_text(r: redis.Redis, now: float | None = None) -> str:

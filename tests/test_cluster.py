@@ -1,6 +1,6 @@
 """The care-read indexes on a real 3-master Redis Cluster (scripts/redis_cluster.py): the
-worker's indexing and every read work when the keys live on different shards, and a patient's
-index shares the slot of the patient's other keys."""
+worker's indexing and every read work on a cluster, where every service-wide key (records,
+status, escalations, indexes) carries the tag ``{triage}`` (``keys.Layout``)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from bot import escalations, indexes
+from bot import indexes, keys
 from bot.store import RECORDS, STATUS, session_key
 from conftest import flush_cluster
+
+C = keys.CLUSTER  # the service-wide key names on a cluster
 
 NOW = time.time()
 
@@ -38,8 +40,8 @@ def add(r: Any, phone: str, tier: str, ts: float) -> str:
     rec = {"phone": phone, "tier": tier, "flow": "fever", "kind": "completed",
            "conversation_id": f"c{ts}", "created_at": stamp, "started_at": stamp,
            "status": "open"}
-    rid = r.xadd(RECORDS, {"data": json.dumps(rec)})
-    r.hset(STATUS, rid, "open")
+    rid = r.xadd(C.RECORDS, {"data": json.dumps(rec)})
+    r.hset(C.STATUS, rid, "open")
     return rid
 
 
@@ -56,9 +58,12 @@ def test_indexes_and_reads_across_shards(cluster: RedisCluster) -> None:
     b = add(r, phone, "ROUTINE", NOW - 200)
     c = add(r, "+15550170002", "SOON", NOW - 100)
     indexes.catch_up(r, NOW)
-    slots = {r.keyslot(indexes.open_key(t)) for t in indexes.OPEN_TIERS}
-    assert len(slots | {r.keyslot(RECORDS)}) > 1  # really spread over slots
-    assert r.keyslot(indexes.phone_key(phone)) == r.keyslot(session_key(phone))
+    # the care team's keys: one slot (that of "triage"), not the patient's
+    slots = {r.keyslot(C.open_key(t)) for t in indexes.OPEN_TIERS}
+    assert slots | {r.keyslot(C.RECORDS), r.keyslot(C.phone_key(phone))} == {
+        r.keyslot("triage")}
+    assert r.keyslot(C.phone_key(phone)) != r.keyslot(session_key(phone))
+    assert r.zrange(indexes.open_key("EMERGENCY"), 0, -1) == []  # one server's name: unused
     assert {x["id"] for x in indexes.unresolved(r, ("open",))} == {a, b, c}
     assert [x["id"] for x in indexes.unresolved(r, ("open",), ("EMERGENCY", "SOON"))] \
         in ([a, c], [c, a])
@@ -66,11 +71,11 @@ def test_indexes_and_reads_across_shards(cluster: RedisCluster) -> None:
     late = add(r, phone, "URGENT", NOW - 10)  # not indexed yet: read from the tail
     assert [x["id"] for x in indexes.patient_records(r, phone)] == [late, b, a]
     # resolved (the status hash and the escalation hash, as escalations.resolve writes them)
-    r.hset(STATUS, a, "resolved")
-    r.hset(escalations.esc_key(a), mapping={"resolved_at": NOW - 60, "resolved_by": "nina"})
+    r.hset(C.STATUS, a, "resolved")
+    r.hset(C.esc_key(a), mapping={"resolved_at": NOW - 60, "resolved_by": "nina"})
     indexes.catch_up(r, NOW)
-    assert r.zrange(indexes.open_key("EMERGENCY"), 0, -1) == []
-    assert r.zrange(indexes.open_key("URGENT"), 0, -1) == [late]
+    assert r.zrange(C.open_key("EMERGENCY"), 0, -1) == []
+    assert r.zrange(C.open_key("URGENT"), 0, -1) == [late]
     day = NOW - 86400
     facts = indexes.overview_facts(r, day, NOW, [day, NOW])
     assert facts["counts"]["EMERGENCY"] == [1] and facts["counts"]["ROUTINE"] == [1]

@@ -1,6 +1,6 @@
 """Issue 9 item 1 on a real 3-master Redis Cluster (scripts/redis_cluster.py): the webhook's
 commit writes only the patient's slot, a message's records go through the patient's outbox
-and are moved to ``triage:records`` exactly once, whatever point a process dies at; the worker
+and are moved to ``{triage}:records`` exactly once, whatever point a process dies at; the worker
 finds what is left through one small key per slot and relays it. Signed webhook requests
 through the real app; crashes injected after a call reached Redis, and a real SIGKILL."""
 
@@ -22,7 +22,7 @@ import redis
 from redis.crc import key_slot
 
 from bot import keys
-from bot.store import RECORDS, STATUS, Store, decode_record, meta_key, outbox_key, session_key
+from bot.store import Store, decode_record, meta_key, outbox_key, session_key
 from bot.worker import tick
 from conftest import AUTH_TOKEN, BASE_URL, Phone, flush_cluster
 
@@ -37,12 +37,16 @@ class Died(Exception):
     """The process 'dies' right after a call reached Redis."""
 
 
+# The service-wide keys on a cluster: ``{triage}:records``, ``{triage}:status`` (keys.Layout)
+RECORDS, STATUS = keys.CLUSTER.RECORDS, keys.CLUSTER.STATUS
+
+
 def store_of(app: Any) -> Store:
     return app.extensions["triage"].store
 
 
 def stream(app: Any) -> list[dict[str, Any]]:
-    """Every record in ``triage:records``, oldest first, with its status hash entry."""
+    """Every record in ``{triage}:records``, oldest first, with its status hash entry."""
     r = store_of(app).r
     out = []
     for rid, fields in r.xrange(RECORDS):
@@ -236,7 +240,7 @@ def test_two_movers_at_once_add_each_record_once(cluster_app: Any, monkeypatch: 
 def test_the_abandon_sweep_and_the_tick_on_the_cluster(cluster_app: Any, caplog: Any) -> None:
     """The in-flight mark lives in the patient's slot (the pending set); the worker finds
     it by reading every slot's set, sweeps the checklist into an 'abandoned' record, moves
-    it, and says on every tick that nothing is paged on a cluster."""
+    it, and the pager reads every record in the same tick (none of these pages)."""
     store = store_of(cluster_app)
     t0 = time.time()
     phones = [Phone(cluster_app.test_client()) for _ in range(3)]
@@ -247,7 +251,7 @@ def test_the_abandon_sweep_and_the_tick_on_the_cluster(cluster_app: Any, caplog:
     assert set(store.stale_inflight(t0 + 16 * 60)) == {phones[0].number, phones[1].number}
     assert store.stale_inflight(t0 - 60) == []
     done = tick(cluster_app, t0 + 16 * 60)
-    assert done["abandoned"] == 2 and done["pages"] == 0
+    assert done["abandoned"] == 2 and done["pages"] == 0 and done["records"] == 3
     kinds = Counter((r["phone"], r["kind"]) for r in stream(cluster_app))
     assert kinds == Counter({(phones[0].number, "abandoned"): 1,
                              (phones[1].number, "abandoned"): 1,
@@ -255,20 +259,22 @@ def test_the_abandon_sweep_and_the_tick_on_the_cluster(cluster_app: Any, caplog:
     # the patient stays on the question (a late answer goes on), recorded once; no outbox
     assert pending_members(cluster_app, phones[0].number) == ["a" + phones[0].number]
     assert pending_members(cluster_app, phones[2].number) == []
-    assert "NOT paged" in caplog.text
+    assert "ERROR" not in caplog.text
     assert tick(cluster_app, t0 + 40 * 60)["abandoned"] == 0
     assert len(stream(cluster_app)) == 3
 
 
-def test_a_cluster_service_is_refused_outside_local_use() -> None:
+def test_a_cluster_service_is_allowed_outside_local_use() -> None:
+    """The pager works on a cluster (tests/test_cluster_paging.py): production may use one."""
     from bot import config
 
     settings = {"REDIS_URL": "redis://x", "TWILIO_AUTH_TOKEN": "t", "SECRET_KEY": "s",
                 "CARE_TEAM_API_TOKEN": "a", "ONCOLOGY_LINE_NUMBER": "+1 555 010 0100",
                 "CARE_TEAM_NUMBER": "+1 555 010 0200", "ON_CALL_NUMBERS": "+15550001111"}
     config.check_production(settings)
-    with pytest.raises(config.StartupRefused, match="REDIS_CLUSTER"):
-        config.check_production({**settings, "REDIS_CLUSTER": True})
+    config.check_production({**settings, "REDIS_CLUSTER": True})
+    with pytest.raises(config.StartupRefused, match="ON_CALL_NUMBERS"):  # still checked
+        config.check_production({**settings, "REDIS_CLUSTER": True, "ON_CALL_NUMBERS": ""})
     assert config.from_environment({"REDIS_CLUSTER": "1"})["REDIS_CLUSTER"] is True
     assert config.from_environment({})["REDIS_CLUSTER"] is False
 

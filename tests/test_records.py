@@ -76,13 +76,13 @@ def test_no_phone_number_in_logs(app, phone, caplog):
 def test_records_are_stored_compressed_and_read_back_exactly(app, phone):
     import json
 
-    from bot.store import RECORDS, decode_record
+    from bot.store import decode_record
 
     for text in ("fever", "no", "38.6", "no", "no", "yes"):
         phone.send(text)
     phone.send("No I can't breathe")
     store = app.extensions["triage"].store
-    entries = store.r.xrange(RECORDS)
+    entries = store.r.xrange(store.names.RECORDS)  # triage:records ({triage}: on a cluster)
     assert len(entries) >= 2
     for rid, fields in entries:
         stored = fields["data"]
@@ -97,11 +97,13 @@ def test_records_are_stored_compressed_and_read_back_exactly(app, phone):
 def test_records_written_as_plain_json_before_still_read(app):
     import json
 
-    from bot.store import RECORDS, STATUS, decode_record, encode_record
+    from bot.store import decode_record, encode_record
 
     old = {"phone": "+15550001234", "tier": "URGENT", "flow": "fever", "kind": "completed",
            "conversation_id": "c1", "created_at": "2026-11-20T10:00:00Z", "status": "open"}
     r = app.extensions["triage"].store.r
+    names = app.extensions["triage"].store.names  # the service-wide keys of this deployment
+    RECORDS, STATUS = names.RECORDS, names.STATUS
     rid = r.xadd(RECORDS, {"data": json.dumps(old)})
     r.hset(STATUS, rid, "open")
     assert decode_record(r.xrange(RECORDS, min=rid, max=rid)[0][1]) == old

@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError
 
-from .. import audit, users
+from .. import audit, keys, users
 from . import bp, sessions, throttle
 from .security import safe_next as _safe_next
 
@@ -73,7 +73,7 @@ def signed_in_user() -> Any:
     hours = current_app.config.get("DASHBOARD_SESSION_HOURS", SESSION_HOURS)
     r = redis()
     user = users.get(r, name)
-    stored = r.hget(users.user_key(users.normalise(name)), "password")
+    stored = r.hget(keys.of(r).user_key(users.normalise(name)), "password")
     if (user is None or time.time() - float(session.get("since", 0)) > hours * 3600
             or session.get("pw") != sessions.password_fingerprint(stored)):
         _end_session()  # removed, expired, or the password changed since sign-in
@@ -146,7 +146,7 @@ def login() -> Any:
         session.regenerate()
     session["user"] = user.username
     session["since"] = time.time()
-    session["pw"] = sessions.password_fingerprint(r.hget(users.user_key(user.username),
+    session["pw"] = sessions.password_fingerprint(r.hget(keys.of(r).user_key(user.username),
                                                          "password"))
     audit.log(r, user.username, "login", user.username, f"role={user.role}")
     resp = redirect(safe_next(nxt), code=303)

@@ -12,11 +12,11 @@ from typing import Any
 
 import redis
 
-from .. import escalations, indexes
+from .. import escalations, indexes, keys
 from ..clock import iso_utc as iso
 from ..conversation.flows import TIERS
 from ..profile import valid_phone
-from ..store import RECORDS, STATUS, Store, decode_record, profile_key
+from ..store import Store, decode_record, profile_key
 
 QUEUE_TIERS = ("EMERGENCY", "URGENT", "SOON", "ROUTINE")  # display order, most urgent first
 TIER_ORDER = {t: i for i, t in enumerate(QUEUE_TIERS)}
@@ -286,7 +286,7 @@ def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]
     low = max(0, int((start - EPISODE_LOOKBACK) * 1000))
     found = []
     phone = rec.get("phone", "")
-    for rid, fields in r.xrange(RECORDS, min=str(low), max="+"):
+    for rid, fields in r.xrange(keys.of(r).RECORDS, min=str(low), max="+"):
         try:
             other = {"id": rid, **decode_record(fields)}
         except (KeyError, TypeError, ValueError):
@@ -296,7 +296,7 @@ def episode_records(r: redis.Redis, rec: dict[str, Any]) -> list[dict[str, Any]]
     if not any(x["id"] == rec["id"] for x in found):
         found.append(dict(rec))
     found.sort(key=lambda x: x["id"])
-    statuses = r.hmget(STATUS, [x["id"] for x in found])
+    statuses = r.hmget(keys.of(r).STATUS, [x["id"] for x in found])
     for x, st in zip(found, statuses, strict=True):
         x["status"] = st or x.get("status", "open")
     return found
@@ -319,16 +319,17 @@ def rows(r: redis.Redis, recs: list[dict[str, Any]], now: float, deadline: float
     (the records of one conversation), its tier the highest, its reasons merged, in queue
     order."""
     groups = group_episodes(recs)
+    names = keys.of(r)
     pipe = r.pipeline(transaction=False)
     phones = sorted({rec.get("phone", "") for rec in recs})
     for rec in recs:
-        pipe.hgetall(escalations.esc_key(rec["id"]))
+        pipe.hgetall(names.esc_key(rec["id"]))
     for phone in phones:
         pipe.hgetall(profile_key(phone))
     for group in groups:
         phone, episode = group[0].get("phone", ""), escalations.episode_of(group[0])
-        pipe.hgetall(escalations.episode_key(phone, episode))
-        pipe.lrange(escalations.episode_events_key(phone, episode), 0, -1)
+        pipe.hgetall(names.episode_key(phone, episode))
+        pipe.lrange(names.episode_events_key(phone, episode), 0, -1)
     results = pipe.execute()
     escs = {rec["id"]: esc for rec, esc in zip(recs, results[: len(recs)], strict=True)}
     profiles = dict(zip(phones, results[len(recs): len(recs) + len(phones)], strict=True))

@@ -23,7 +23,7 @@ from flask import (
     url_for,
 )
 
-from .. import audit, escalations, indexes, profile, users
+from .. import audit, escalations, indexes, keys, profile, users
 from ..config import clinic_zone
 from ..service import TriageService
 from . import bp, data
@@ -229,7 +229,7 @@ def question_texts(recs: list[dict[str, Any]]) -> dict[str, str]:
 def colleagues() -> list[str]:
     """Every dashboard user, for assignment and hand-over."""
     store_r = r()
-    return sorted(u for u in store_r.smembers(users.USERS) if users.get(store_r, u))
+    return sorted(u for u in store_r.smembers(keys.of(store_r).USERS) if users.get(store_r, u))
 
 
 @bp.get("/escalations/<rid>")
@@ -460,7 +460,7 @@ def patient_new() -> Any:
         values = form_values()
         if not profile.valid_phone(phone):
             errors["phone"] = "must be a phone number like +15551234567"
-        elif r().sismember(profile.PATIENTS, phone):
+        elif r().sismember(keys.of(r()).PATIENTS, phone):
             errors["phone"] = "this number is already enrolled: edit that patient instead"
         try:
             profile.clean(values)
@@ -548,7 +548,7 @@ def patient_edit(phone: str) -> Any:
 def patient_status(phone: str) -> Any:
     _phone_or_404(phone)
     status = request.form.get("status", "")
-    if not r().sismember(profile.PATIENTS, phone):
+    if not r().sismember(keys.of(r()).PATIENTS, phone):
         abort(404)
     if status not in profile.BY_NAME["status"].choices:
         flash("Status not changed: choose active, paused or discharged.", "error")
