@@ -311,7 +311,10 @@ def test_a_bare_reading_starts_one_checklist_crs_inside_its_window(app, new_phon
     conv = app.extensions["triage"].store.session(plain.number)["conv"]
     assert conv["flows"] == ["fever"] and conv.get("queue", []) == []
     # 37.7 is SOON, one tier up in the CAR-T window (rule 3): URGENT once the CRS EMERGENCY
-    # screen is asked (rule 7)
+    # screen is asked (rule 7), and the fever checklist's own screen, whose row (a raised
+    # fever) decided it (sepsis signs the CRS screen does not name: mottled skin, rigors after
+    # the line was used, very drowsy)
     assert "ANY of this happening now" in car_t.send("37.7")
+    assert "shaking chills right after the central line" in car_t.send("no")
     assert car_t.send("no").startswith(URGENT_START)
     assert records(app, phone=car_t.number)[0]["flows"] == ["crs"]

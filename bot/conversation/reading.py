@@ -443,6 +443,7 @@ class Reader:
             "hypothetical_after", "uncertain")}
         self._terminators = set(lang.get("terminators", []))
         self._breaks = set(lang.get("clause_breaks", []))
+        self._degree_after = frozenset(lang.get("degree_so_after", []))
         self._connectors = set(lang.get("list_connectors", []))
         self._caregiver_nouns: dict[str, str] = dict(lang.get("caregiver_nouns", {}))
         self._possessives = set(lang.get("possessives", ["my", "our"]))
@@ -489,7 +490,7 @@ class Reader:
     # -- the whole reading
     def read(self, text: str) -> Reading:
         raw_tokens = tokenize(text)
-        tokens = self.spell(raw_tokens)
+        tokens = self._degree_so(self.spell(raw_tokens))
         reading = Reading(text=text, tokens=tokens)
         if not tokens:
             return reading
@@ -530,6 +531,19 @@ class Reader:
             any(t in _AUXILIARIES and nxt in _SUBJECTS and (i == 0 or tokens[i - 1] in (
                 STRONG, WEAK)) for i, (t, nxt) in enumerate(pairwise(tokens))))
         return reading
+
+    def _degree_so(self, tokens: list[str]) -> list[str]:
+        """``so`` after a linking verb (the language's ``degree_so_after``) and not before a
+        subject word is a degree word: read as ``really``, so that a wording's gap passes
+        over it ("period ~4 heavy" in "my period is so heavy"); as a clause break elsewhere."""
+        if "so" not in tokens:
+            return tokens
+        out = list(tokens)
+        for i, tok in enumerate(tokens):
+            if tok == "so" and 0 < i < len(tokens) - 1 and tokens[i - 1] in self._degree_after \
+                    and tokens[i + 1] not in _SUBJECTS and tokens[i + 1] not in self._terminators:
+                out[i] = "really"
+        return out
 
     def _combine(self, reading: Reading) -> None:
         t = reading.values.get("temperature")
@@ -602,9 +616,12 @@ class Reader:
         return lo, hi
 
     def _in_clause(self, tokens: list[str], s: int, e: int, name: str, weak: bool) -> bool:
+        """A modifier in the finding's clause, outside its words, or inside the gap of a
+        wording that spans it ("a nosebleed last month that wouldnt stop": the words
+        "nosebleed ... wouldnt stop" hold "last month")."""
         lo, hi = self._clause(tokens, s, e, weak)
-        return any(lo <= ts and te <= hi and not _overlaps((ts, te), (s, e))
-                   for ts, te in self._spans(tokens, name))
+        return any((lo <= ts and te <= hi and not _overlaps((ts, te), (s, e)))
+                   or (s < ts and te < e) for ts, te in self._spans(tokens, name))
 
     def _before_in_clause(self, tokens: list[str], s: int, name: str,
                           pseudo: list[tuple[int, int]]) -> bool:
@@ -724,6 +741,12 @@ class _ValuePatterns:
 
 
 VALUE_PATTERNS: dict[str, re.Pattern[str]] = {}
+# words of other measures, and units, that end the search for an oxygen reading's number
+_OTHER_MEASURE = (r"(?:temp|temps|temperature|fever|bp|pressure|pulse|heart|hr|rate|bpm|"
+                  r"platelets|plts|plt|neuts|anc|ice|score|weight|weighs|age|aged|years|yrs|"
+                  r"yo|months|weeks|days|hours|hrs|mins|minutes|times|x|am|pm|at|since|for)")
+_UNIT_AFTER = (r"(?:bpm|beats|kg|kilos|lbs|pounds|c|f|degrees|years|yrs|yo|months|weeks|days|"
+               r"hours|hrs|mins|minutes|times|am|pm)")
 _re = _ValuePatterns()
 # Texts that reach every pattern of read_values at least once (prime).
 _PRIMERS = ("temp 38.5 c 101 f 38 degrees 38.5 fever sats 92 percent oxygen bp 90/60 "
@@ -790,6 +813,16 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     for m in _re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
+    if "spo2" not in v:
+        # the reading a few words on, in the patient's own words ("checked his sats on the
+        # finger thing and its 89"): at most 6 words between, none a number or another
+        # measure's word, and no unit after the number ("sats fine, pulse 95" is no reading)
+        for m in _re.finditer(rf" {ox}((?: (?!{_OTHER_MEASURE} )[a-z']+){{1,6}}) (\d{{2,3}})"
+                             rf"(?: percent)?(?! {_UNIT_AFTER} )(?= )", s):
+            value = float(m.group(2))
+            if 70 <= value <= 100:
+                put("spo2", value, m.group(0))
+                break
 
     # blood pressure (systolic)
     bp = r"(?:bp|blood pressure|pressure|top number|systolic)"

@@ -596,7 +596,11 @@ class Turn:
         """The checklist is over: the next one the patient named (while the tier is below
         URGENT), or the outcome."""
         conv = self.conv() if self.s.conv is None else self.s.conv
-        tier, _ = self.assess(conv)
+        tier, findings = self.assess(conv)
+        if tier == "URGENT":
+            owed = self.screen_owed(conv, findings)
+            if owed is not None:
+                return owed
         if TIER_RANK[tier] < TIER_RANK["URGENT"]:
             ctx = self.ctx_facts()
             for fid in conv.flows[-1:]:
@@ -612,6 +616,30 @@ class Turn:
                 note = self.m["next_checklist"].format(title=self.e.lib.flows[nxt].title)
                 return self.e.compose(Opt(lead), Opt(note), self.start_flow(nxt, ""))
         return self.outcome(lead)
+
+    def screen_owed(self, conv: Any, findings: list[Any]) -> str | None:
+        """Rule 7's exception when the row that makes the outcome URGENT belongs to another
+        checklist than the ones walked: before "call the 24-hour line", the EMERGENCY screen
+        of a checklist whose row decided it has been asked ("a bit sleepy" on day 8 after
+        CAR-T is a nervous-system row: ask about a seizure, or not waking, not only the CRS
+        screen). One question: when none of those screens has been asked, the first one's,
+        asked as it is (its checklist is not started: nothing fills it from earlier words).
+        None when one has been asked."""
+        deciding = [fid for fid in dict.fromkeys(
+            f.rule.split(".", 1)[0] for f in findings if f.tier == "URGENT" and "." in f.rule)
+            if fid in self.e.lib.flows]
+        with_screen = [fid for fid in deciding
+                       if any(q.screen for q in self.e.lib.flows[fid].questions)]
+        if not with_screen or any(
+                any(q.screen and q.id in conv.answers for q in self.e.lib.flows[fid].questions)
+                for fid in with_screen):
+            return None
+        flow = self.e.lib.flows[with_screen[0]]
+        screen = next(q for q in flow.questions if q.screen)
+        # the screen's EMERGENCY rows may be scoped to their checklist (flow_<id>)
+        conv.facts.setdefault(f"flow_{flow.id}", Fact(self.now, "flow"))
+        self.fire("ask", at=f"{flow.id}:{screen.id}")
+        return self.e.compose(self.intro, self.question_text(screen))
 
     def after_move(self, lead: str = "") -> str:
         cur = self.current_question()
