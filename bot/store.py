@@ -444,17 +444,20 @@ if records > 0 then redis.call('ZADD', KEYS[5], 0, 'o' .. phone) end
 return {'ok'}
 """
 
-# Redis Cluster, the move (the slot of ``triage:records``): KEYS 1 the records stream, 2.. the
-# markers of the outbox entries; ARGV 1 the markers' ttl, 2.. the records' JSON. An entry
-# moved before (its marker is there) is not added again: its record id is returned.
+# Redis Cluster, the move (the slot of ``{triage}``, the records' and the status hash's):
+# KEYS 1 the records stream, 2 the status hash, 3.. the markers of the outbox entries; ARGV 1
+# the markers' ttl, then per entry its record JSON and its status. An entry moved before (its
+# marker is there) is not added again: its record id is returned. The status is set only if
+# the record has none (HSETNX: never over a nurse's acknowledgement), in the same step.
 _MOVE = """
 local out = {}
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   local id = redis.call('GET', KEYS[k])
   if not id then
-    id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[k])
+    id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[2 * k - 4])
     redis.call('SET', KEYS[k], id, 'EX', ARGV[1])
   end
+  redis.call('HSETNX', KEYS[2], id, ARGV[2 * k - 3])
   table.insert(out, id)
 end
 return out
@@ -941,27 +944,21 @@ class Store:
         ``triage:records``; return their record ids. Idempotent: an entry moved before (its
         marker in the records' slot) is not added again, so a crash at any point, a second
         mover (the web process and the worker at once) or a retry never doubles a record, and
-        an entry leaves the outbox only once its record and status are written. Three calls:
-        the move script and the status (both in the slot of ``{triage}``, the records' and
-        the status hash's), then the patient's slot."""
+        an entry leaves the outbox only once its record and status are written. Two calls:
+        the move script (records, status and markers: the slot of ``{triage}``), then the
+        patient's slot."""
         if entries is None:
             entries = self.outbox(phone)
-        if entries:
-            ids = self._move(entries)
-            pipe = self.r.pipeline(transaction=False)
-            for (_, status, _), rid in zip(entries, ids, strict=True):
-                pipe.hsetnx(self.names.STATUS, rid, status)  # never over a nurse's acknowledgement
-            pipe.execute()
-        else:
-            ids = []
+        ids = self._move(entries) if entries else []
         self._moved(phone, [oid for oid, _, _ in entries])
         return ids
 
     def _move(self, entries: list[tuple[str, str, str]]) -> list[str]:
         """The move script (tests that simulate a crash after it reached Redis replace this)."""
-        got = self._move_script(keys=[self.names.RECORDS,
+        got = self._move_script(keys=[self.names.RECORDS, self.names.STATUS,
                                       *(moved_key(oid) for oid, _, _ in entries)],
-                                args=[MOVED_TTL, *(data for _, _, data in entries)])
+                                args=[MOVED_TTL, *(x for _, status, data in entries
+                                                   for x in (data, status))])
         return [x.decode() for x in got]
 
     def _moved(self, phone: str, oids: list[str]) -> None:

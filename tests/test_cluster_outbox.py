@@ -80,7 +80,8 @@ def test_a_conversation_through_the_webhook_records_once_in_two_round_trips(
         cluster_app: Any, monkeypatch: Any) -> None:
     """Signed POSTs through the real app: every message that writes no record costs two
     round trips (socket writes, counted on every cluster connection); the one that writes a
-    record is moved at once (three more calls) and leaves no outbox behind."""
+    record is moved at once (two more calls: records and status in one script, then the
+    outbox) and leaves no outbox behind."""
     phone = Phone(cluster_app.test_client())
     # first, a whole conversation: scripts loaded on the nodes, connections open
     assert phone.conversation(*CONVERSATION)[-1].startswith("You do not need to call")
@@ -101,7 +102,7 @@ def test_a_conversation_through_the_webhook_records_once_in_two_round_trips(
     monkeypatch.setattr(redis.Connection, "send_packed_command", real_send)
     assert replies[-1].startswith("You do not need to call right now")
     assert trips[:-1] == [2] * (len(CONVERSATION) - 1), trips
-    assert trips[-1] == 5, trips  # read, commit, then move, status, outbox cleared
+    assert trips[-1] == 4, trips  # read, commit, then move (record and status), outbox cleared
     got = stream(cluster_app)
     assert [(r["tier"], r["kind"], r["status_hash"]) for r in got] == [
         ("ROUTINE", "completed", "open")] * 2
@@ -194,7 +195,7 @@ def test_a_crash_inside_the_move_never_doubles_a_record(cluster_app: Any, monkey
     got = stream(cluster_app)
     assert len(got) == (0 if dies_in == "_move" and not reached else 1)
     if got:
-        assert got[0]["status_hash"] == ("open" if dies_in == "_moved" else None)
+        assert got[0]["status_hash"] == "open"  # written with the record, in one script
         # a nurse acknowledges it meanwhile (from the stream): the relay must not reopen it
         store.r.hset(STATUS, got[0]["id"], "acknowledged")
     left = 0 if dies_in == "_moved" and reached else 1
