@@ -8,7 +8,8 @@ as families and checked here in other words than the vignettes' own:
 * a face gone one-sided in everyday words ("her smile has gone lopsided") is the red flag;
 * lifelong is not new ("a wonky smile since birth"), and a time phrase inside the words of a
   sign is its time ("a nosebleed last month that wouldnt stop" is past and over);
-* an oxygen reading a few words after "sats" ("checked his sats on the finger thing, its 89").
+* an oxygen reading a few words after "sats" ("checked his sats on the finger thing, its 89");
+* and, found probing around these: a fit in a parent's words, noisy breathing a few words on.
 """
 
 from __future__ import annotations
@@ -137,3 +138,24 @@ def test_the_owed_screen_is_asked_as_it_is_not_filled_from_earlier_words(app, ph
     reply = phone.send("no")
     assert reply.startswith("Call the 24-hour"), reply
     assert records(app, phone=phone.number)[0]["tier"] == "URGENT"
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("he keeps zoning out and twitching", "seizure"),
+    ("spaced out and jerking his arm", "seizure"),
+    ("hes breathing really fast and noisy", "breathing"),
+    ("her breathing got quick and rattly", "breathing"),
+])
+def test_found_probing_around_them(text: str, flag: str) -> None:
+    """Two more families found while probing around the round's (not from its vignettes): a
+    fit in a parent's words (gone blank and twitching), and noisy breathing a few words on."""
+    assert read(text).get(flag) == "now"
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("no twitching or zoning out", "seizure"),
+    ("he zoned out watching tv", "seizure"),
+    ("her breathing is fast but not noisy", "breathing"),
+])
+def test_and_not_where_they_are_not(text: str, flag: str) -> None:
+    assert read(text).get(flag) is None
