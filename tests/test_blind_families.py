@@ -159,3 +159,15 @@ def test_found_probing_around_them(text: str, flag: str) -> None:
 ])
 def test_and_not_where_they_are_not(text: str, flag: str) -> None:
     assert read(text).get(flag) is None
+
+
+@pytest.mark.parametrize("text", [
+    "pooing black sticky stuff and dizzy",
+    "hes pooped black twice and feels faint",
+])
+def test_black_stool_with_dizziness_in_verbs(text: str) -> None:
+    """The Bleeding EMERGENCY row (black or bloody stool with dizziness or fainting) when the
+    stool is a verb ("pooing", "pooped"): found probing, the reader knew only "poo"."""
+    assert read(text).get("stool_blood_dizzy") == "now"
+    assert read("pooped blood this morning").get("blood_in_stool") == "now"
+    assert "blood_in_stool" not in read("pooping normally")
