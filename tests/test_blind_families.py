@@ -171,3 +171,17 @@ def test_black_stool_with_dizziness_in_verbs(text: str) -> None:
     assert read(text).get("stool_blood_dizzy") == "now"
     assert read("pooped blood this morning").get("blood_in_stool") == "now"
     assert "blood_in_stool" not in read("pooping normally")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("o2 is 88", 88.0), ("spo2 88", 88.0), ("sp02 is 91", 91.0), ("SpO2 93%", 93.0),
+    ("his o2 is 88", 88.0), ("took 2 paracetamol at 10", None),
+])
+def test_oxygen_abbreviations(text: str, value: float | None) -> None:
+    """"o2", "SpO2", "sp02": the tokens split letters from digits ("o 2"), so none was a
+    reading and "o2 is 88" (a CRS EMERGENCY row) got the greeting. Found probing."""
+    assert ENGINE.read(text).values.get("spo2") == value
+
+
+def test_an_oxygen_abbreviation_alone_is_911(phone) -> None:
+    assert phone.send("o2 is 88").startswith("Call 911 now.")

@@ -803,8 +803,10 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
             put("temperature", temperature_from(value), m.group(0))
 
     # oxygen saturation
-    ox = r"(?:sats|sat|saturation|saturations|spo2|sp02|sp|o2|oxygen|oxygen level|ox|oximeter|" \
-         r"pulse ox|pulse oximeter|oxygen sats|oxygen saturation|levels)"
+    # (tokens split letters from digits: "o2" is "o 2", "SpO2" "spo 2", "sp02" "sp 02")
+    ox = r"(?:sats|sat|saturation|saturations|spo2|sp02|spo 2|sp 02|sp o 2|o 2|sp|o2|oxygen|" \
+         r"oxygen level|ox|oximeter|pulse ox|pulse oximeter|oxygen sats|oxygen saturation|" \
+         r"levels)"
     for m in _re.finditer(rf" {ox}(?: (?:level|levels|is|was|at|of|reads|read|says|said|"
                          rf"shows|showing|showed|reading|dropped|down|to|only|about|around|"
                          rf"now|just|2|are|were|keeps|saying))* (\d{{2,3}})(?: percent)?(?= )", s):
