@@ -185,3 +185,15 @@ def test_oxygen_abbreviations(text: str, value: float | None) -> None:
 
 def test_an_oxygen_abbreviation_alone_is_911(phone) -> None:
     assert phone.send("o2 is 88").startswith("Call 911 now.")
+
+
+@pytest.mark.parametrize("text", [
+    "i dont think hes breathing properly",
+    "i do not think she breathes normally",
+    "i dont think hes breathing",
+])
+def test_a_negation_raised_to_think_is_the_red_flag(text: str) -> None:
+    """"I don't think he's breathing properly" says he is not: the red flag, not a negated
+    one (it was SOON). Found probing."""
+    assert read(text).get("breathing") == "now"
+    assert "breathing" not in read("she is breathing fine, i dont think theres a problem")
