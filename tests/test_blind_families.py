@@ -197,3 +197,18 @@ def test_a_negation_raised_to_think_is_the_red_flag(text: str) -> None:
     one (it was SOON). Found probing."""
     assert read(text).get("breathing") == "now"
     assert "breathing" not in read("she is breathing fine, i dont think theres a problem")
+
+
+@pytest.mark.parametrize("text, flag, absent", [
+    ("she looks really pale and sweaty and wont answer me", "unresponsive",
+     "she isnt answering her phone"),
+    ("hes not answering us", "unresponsive", "not responding to antibiotics"),
+    ("he is struggling to swallow his spit", "cant_swallow_saliva", "its hard to swallow pills"),
+])
+def test_no_answer_when_spoken_to_and_spit_that_will_not_go_down(text: str, flag: str,
+                                                                 absent: str) -> None:
+    """"Won't answer me" is the red flag of a patient who cannot be roused (it was SOON); a
+    child struggling to swallow their own spit is the mouth-sores EMERGENCY row (it was SOON,
+    unmatched). Found probing."""
+    assert read(text).get(flag) == "now"
+    assert flag not in read(absent)
