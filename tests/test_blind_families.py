@@ -212,3 +212,12 @@ def test_no_answer_when_spoken_to_and_spit_that_will_not_go_down(text: str, flag
     unmatched). Found probing."""
     assert read(text).get(flag) == "now"
     assert flag not in read(absent)
+
+
+def test_gone_white_and_floppy_is_the_red_flag() -> None:
+    """"He went white and floppy for a minute then came round": a collapse, with words
+    between "went" and "floppy" (it went to the neurotoxicity screen). Found probing."""
+    assert read("he went white and floppy for a minute then came round").get(
+        "unresponsive") == "now"
+    assert read("she went all pale and limp").get("unresponsive") == "now"
+    assert "unresponsive" not in read("went to bed, not floppy")
