@@ -43,12 +43,16 @@ def words(text: str) -> list[str]:
     """Word tokens with apostrophes removed ("can't" -> "cant")."""
     if text and len(text) <= _KEPT_CHARS:
         return list(_words(text))
-    return _WORD_RE.findall(_normalize(text).replace("'", ""))
+    return _split(normalize(text))
+
+
+def _split(norm: str) -> list[str]:
+    return _WORD_RE.findall(norm.replace("'", ""))
 
 
 @functools.lru_cache(maxsize=4096)
 def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORD_RE.findall(_normalized(text).replace("'", "")))
+    return tuple(_split(normalize(text)))
 
 
 # --------------------------------------------------------------------------- yes / no

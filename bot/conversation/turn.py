@@ -630,12 +630,10 @@ class Turn:
             if fid in self.e.lib.flows]
         with_screen = [fid for fid in deciding
                        if any(q.screen for q in self.e.lib.flows[fid].questions)]
-        if not with_screen or any(
-                any(q.screen and q.id in conv.answers for q in self.e.lib.flows[fid].questions)
-                for fid in with_screen):
+        if not with_screen or any(self.e.assessor.screen_done(conv, fid) for fid in with_screen):
             return None
         flow = self.e.lib.flows[with_screen[0]]
-        screen = next(q for q in flow.questions if q.screen)
+        screen = next(q for q in flow.questions if q.screen and q.id not in conv.answers)
         # the screen's EMERGENCY rows may be scoped to their checklist (flow_<id>)
         conv.facts.setdefault(f"flow_{flow.id}", Fact(self.now, "flow"))
         self.fire("ask", at=f"{flow.id}:{screen.id}")
