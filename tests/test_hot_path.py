@@ -320,3 +320,84 @@ def test_replies_are_compressed_once_and_read_back_exactly(tmp_path: Path) -> No
         assert codec.decode(codec.encode_reply(f"reply {n}")) == f"reply {n}"
     assert len(codec._replies) == textcodec.REPLIES_KEPT
     assert long not in codec._replies
+
+
+# ------------------------------------------- the hot line: the scripts on kept connections
+
+def test_a_connection_redis_closed_is_replaced_at_once(app: Any, phone: Phone) -> None:
+    """Redis closed the hot line's connection (a restart, a client timeout, CLIENT KILL): the
+    next message reconnects once, immediately, and is answered as if nothing happened."""
+    store: Store = app.extensions["triage"].store
+    phone.send("fever")
+    assert store._hot is not None and store._hot._idle  # a connection kept for the next one
+    store.r.client_kill_filter(_type="normal", skipme=True)  # every other client's socket
+    assert phone.send("no").startswith("What is your temperature?")
+    assert store.session(phone.number)["at"] == "fever:temperature"
+
+
+def test_a_failed_call_never_leaves_a_reply_behind_for_the_next(app: Any, tmp_path: Path,
+                                                                redis_url: str) -> None:
+    """A call that failed midway (here a timeout: Redis stopped answering) must not leave its
+    late reply on a connection that a later call reads: the connection is dropped, and the
+    next call, for another patient, gets its own answer."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import free_port, redis_server_binary
+
+    port = free_port()
+    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(200):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        store = Store.from_url(url, socket_timeout=0.3, session_ttl=3600, dedup_ttl=3600)
+        now = time.time()
+        first = store.read("+15550000001", "SMa", now)
+        assert first.session is None
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(redis.TimeoutError):
+                store.read("+15550000001", "SMb", now)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Redis answers the stalled call now; that late reply must never be read as this one
+        store.r.hset(meta_key("+15550000002"), "v", "7")
+        again = store.read("+15550000002", "SMc", now)
+        assert again.version == "7" and again.cached is None
+        assert store._hot is not None and len(store._hot._idle) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_forked_child_never_shares_the_parents_connection(app: Any, phone: Phone) -> None:
+    """gunicorn forks its workers from the master: a child must take its own connection, or
+    two processes would read each other's replies on one socket."""
+    import os
+
+    store: Store = app.extensions["triage"].store
+    phone.send("fever")
+    parent_conn = store._hot._idle[-1] if store._hot else None
+    assert parent_conn is not None
+    pid = os.fork()
+    if pid == 0:  # the child: one message of its own, then exit with the verdict
+        ok = False
+        try:
+            phone.send("no")
+            ok = (store._hot is not None and parent_conn not in store._hot._idle
+                  and store.session(phone.number)["at"] == "fever:temperature")
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's kept connection still works, and reads the child's commit
+    assert store._hot._idle == [parent_conn]
+    assert store.read(phone.number, "SMz", time.time()).session["at"] == "fever:temperature"
