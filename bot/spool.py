@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ class Spool:
                  retry_on: tuple[type[BaseException], ...] = (OSError,)):
         self.folder = Path(folder)
         self.retry_on = retry_on
+        self._empty_since: int | None = None  # the folder's mtime when last listed empty
 
     def _set_aside(self, raw: str) -> None:
         fd = os.open(self.folder / UNREPLAYABLE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -86,10 +88,27 @@ class Spool:
                 os.close(fd)
 
     def pending(self) -> bool:
+        """Is any text spooled? Asked after every message a web process answers, so the folder
+        is listed only when it changed: a file created, renamed or deleted in it changes its
+        modification time, and a folder listed with no spool file whose time is still the
+        same has none (one ``stat`` instead of a listing). That answer is kept only for a
+        folder whose time was more than a second old when it was listed, so a file created
+        in the same tick of the file system's clock as the listing is never missed."""
         try:
-            return any(p.suffix == ".jsonl" for p in self.folder.iterdir())
+            mtime = os.stat(self.folder).st_mtime_ns
         except FileNotFoundError:
             return False
+        if mtime == self._empty_since:
+            return False
+        listed_at = time.time_ns()
+        try:
+            found = any(name.endswith(".jsonl") for name in os.listdir(self.folder))
+        except FileNotFoundError:
+            return False
+        self._empty_since = None
+        if not found and listed_at - mtime > 1_000_000_000:
+            self._empty_since = mtime
+        return found
 
     def count(self) -> int:
         total = 0

@@ -225,6 +225,32 @@ def test_spool_is_replayed_once_and_kept_when_redis_fails_again(tmp_path: Path) 
     assert seen == ["SM0", "SM1", "SM0", "SM1", "SM2", "SM9"]  # again, in order (idempotent)
 
 
+def test_pending_sees_a_text_spooled_by_another_process_after_it_was_listed_empty(
+        tmp_path: Path) -> None:
+    """``pending`` lists the folder only when its time changed; a text spooled by another
+    process (another Spool on the same folder) after this one saw it empty is still seen,
+    at once, however old the folder was."""
+    folder = tmp_path / "spool"
+    web, other = Spool(folder), Spool(folder)
+    assert not web.pending()  # no folder yet
+    folder.mkdir()
+    os.utime(folder, ns=(time.time_ns() - 5 * 10**9,) * 2)  # listed long after it changed
+    (folder / "replay.lock").touch()
+    os.utime(folder, ns=(time.time_ns() - 5 * 10**9,) * 2)
+    assert not web.pending() and not web.pending()  # the second answer from the stat alone
+    assert web._empty_since is not None
+    other.append("+15550000001", "SMa", RED_FLAG, 0, 1.0)
+    assert web.pending()
+    assert other.replay(lambda entry: None) == 1
+    assert not web.pending()
+    # a folder changed within the last second is listed every time, never remembered empty
+    fresh = Spool(tmp_path / "fresh")
+    (tmp_path / "fresh").mkdir()
+    assert not fresh.pending() and fresh._empty_since is None
+    fresh.append("+15550000002", "SMb", RED_FLAG, 0, 2.0)
+    assert fresh.pending()
+
+
 def test_a_text_the_engine_cannot_replay_is_set_aside_not_blocking(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append("+15550000001", "SMa", "x", 0, 1.0)
