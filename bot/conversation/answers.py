@@ -29,6 +29,8 @@ class Answers:
         self.e = engine
         self.s = session
         self.now = now
+        # signs first said in this turn: news that can overrule an earlier healthy answer
+        self.fresh: set[str] = set()
 
     @property
     def conv(self) -> Conversation:
@@ -53,6 +55,7 @@ class Answers:
         for c in new:
             conv.signs.append(c)
             self.fact(f"saw_{c}", "patient_text")
+        self.fresh.update(new)
         for f in reading.current():
             conv.quotes.setdefault(f.concept, to_gsm7(f.words)[:120])
         for name, value in reading.values.items():
@@ -87,6 +90,7 @@ class Answers:
                 if later > k:
                     heapq.heappush(todo, later)
             conv.signs.append(combo.then)
+            self.fresh.add(combo.then)
             self.fact(f"saw_{combo.then}", "patient_text")
             words = " ... ".join(conv.quotes.get(c, c) for c in (*combo.all, *combo.at_least))
             conv.quotes.setdefault(combo.then, words[:120])
@@ -138,6 +142,22 @@ class Answers:
             new.append("risk_window")
         return bool(new)
 
+    def worse_news(self, q: Question, answer: Answer) -> bool:
+        """A sign first said now that gives a worse answer than the healthy one given before:
+        "1" (no) to "is your poo bloody?", then "theres blood when I wipe". The news counts
+        (the safer reading); an answer that named a sign is never taken back by a later text."""
+        fresh = self.fresh
+        if not fresh:
+            return False
+        if q.type == "yes_no":
+            return answer.value == "no" and bool(fresh & set(q.answered_by))
+        if q.type in ("choice", "multi_choice"):
+            ids = answer.value if isinstance(answer.value, list) else [answer.value]
+            given = [o for o in q.options if o.id in ids]
+            return bool(given) and not any(o.concepts for o in given) and any(
+                fresh & set(o.concepts) for o in q.options)
+        return False
+
     def fill_answers(self) -> list[str]:
         """Answers that the signs and values seen so far give, in any checklist. A checklist's
         EMERGENCY screen is filled only inside that checklist (its YES assumes the checklist's
@@ -150,7 +170,7 @@ class Answers:
         index = self.e.fill_index
         for k in self.e.fillable(signs, values):  # what something said so far could answer
             flow, q = index[k][:2]
-            if q.id in conv.answers:
+            if q.id in conv.answers and not self.worse_news(q, conv.answers[q.id]):
                 continue
             if (q.screen and flow.id not in in_conv) or (
                     q.only_if is not None and not q.only_if.holds(conv.facts)):

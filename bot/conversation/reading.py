@@ -222,9 +222,14 @@ def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
     none) separates slots; inside a slot ``|`` separates alternatives, each one or more words
     (``cant|cannot ~0 breath*``, ``throat ~3 swollen|closing up``); ``word*`` allows any
     ending. A gap never holds a clause boundary, nor any of ``no_gap_words`` (negations and
-    clause breaks: "cough, no blood" is not "cough ~3 blood")."""
+    clause breaks: "cough, no blood" is not "cough ~3 blood"). A wording that starts with
+    ``^`` matches only at the start of the text, one that ends with ``$`` only at its end
+    (``^ fit $``: the whole text is "fit", a word too common in other senses to be a sign
+    anywhere)."""
     guard = _gap_guard(frozenset(no_gap_words))
     text = wording.lower().replace("'", "").strip()
+    at_start, at_end = text.startswith("^"), text.endswith("$")
+    text = text.removeprefix("^").removesuffix("$").strip()
     out = ""
     for part in re.split(r"\s*(~\d*)\s*", text):
         if not part:
@@ -241,7 +246,7 @@ def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
         out += (" " if out else "") + "(?:" + "|".join(_alt_regex(a) for a in alts) + ")"
     if not out:
         raise ValueError("empty wording")
-    return out
+    return ("(?<=^ )" if at_start else "") + out + ("(?= $)" if at_end else "")
 
 
 def wording_words(wording: str) -> set[str]:
@@ -433,17 +438,18 @@ class Reader:
             stems: set[str] = set()
             for w in c.wordings:
                 for tok in re.split(r"[\s|]+", w.lower().replace("'", "")):
-                    if not tok or tok.startswith("~"):
+                    if not tok or tok.startswith("~") or tok in ("^", "$"):
                         continue
                     (stems if tok.endswith("*") else words).add(tok.rstrip("*"))
             self._needs.append((frozenset(words), frozenset(stems)) if words or stems
                                else None)
         self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
             "negation_forward", "negation_backward", "pseudo", "historical", "hypothetical",
-            "hypothetical_after", "uncertain")}
+            "hypothetical_after", "uncertain", "anaphora_current")}
         self._terminators = set(lang.get("terminators", []))
         self._breaks = set(lang.get("clause_breaks", []))
         self._degree_after = frozenset(lang.get("degree_so_after", []))
+        self._anaphora_next = frozenset(lang.get("anaphora_next", []))
         self._connectors = set(lang.get("list_connectors", []))
         self._caregiver_nouns: dict[str, str] = dict(lang.get("caregiver_nouns", {}))
         self._possessives = set(lang.get("possessives", ["my", "our"]))
@@ -523,6 +529,7 @@ class Reader:
                 or self._after_in_clause(tokens, e, "hypothetical_after"),
             ))
         reading.findings.sort(key=lambda f: f.start)
+        self._anaphora(tokens, raw_tokens, reading, spans, pseudo)
         read_values(reading, raw_tokens)
         self._combine(reading)
         reading.caregiver = self._caregiver(tokens)
@@ -531,6 +538,33 @@ class Reader:
             any(t in _AUXILIARIES and nxt in _SUBJECTS and (i == 0 or tokens[i - 1] in (
                 STRONG, WEAK)) for i, (t, nxt) in enumerate(pairwise(tokens))))
         return reading
+
+    def _anaphora(self, tokens: list[str], raw_tokens: list[str], reading: Reading,
+                  spans: list[tuple[int, int]], pseudo: list[tuple[int, int]]) -> None:
+        """A sign the text denies or puts in the past, then takes up again with "one"
+        ("never had a fit before but he just had one", "fainted last year and has just had
+        another"): the language's ``anaphora_current`` phrases, after the finding and ending
+        their clause (or followed by a time word), make it current. The phrase's own negation
+        or hypothesis ("in case he has one") still counts."""
+        phrases = self._spans(tokens, "anaphora_current")
+        if not phrases:
+            return
+        for ts, te in phrases:
+            before = [f for f in reading.findings if f.end <= ts and f.kind != "context"]
+            if not before or before[-1].current:
+                continue
+            f = before[-1]
+            after = tokens[te] if te < len(tokens) else None
+            if after is not None and after not in (STRONG, WEAK) and \
+                    after not in self._breaks and after not in self._anaphora_next:
+                continue
+            if any(g.concept == f.concept and g.current for g in reading.findings):
+                continue
+            if self._negated(tokens, ts, te, f.kind, spans, pseudo) or \
+                    self._before_in_clause(tokens, ts, "hypothetical", pseudo):
+                continue
+            reading.findings.append(Finding(
+                f.concept, f.kind, f"{f.words} ... {' '.join(raw_tokens[ts:te])}", ts, te))
 
     def _degree_so(self, tokens: list[str]) -> list[str]:
         """``so`` after a linking verb (the language's ``degree_so_after``) and not before a
@@ -752,7 +786,7 @@ _re = _ValuePatterns()
 _PRIMERS = ("temp 38.5 c 101 f 38 degrees 38.5 fever sats 92 percent oxygen bp 90/60 "
             "platelets 20 neutrophils 0.4 ten mins two hours an hour and a half three times "
             "vomited twice four poos usually 10 ice 7 pain 5 5 out of 10 day 5 car-t day +3",
-            "loose stools three times")
+            "loose stools three times", "did the ice check and she got 7")
 
 
 def prime() -> dict[str, re.Pattern[str]]:
@@ -901,6 +935,17 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         if 0 <= value <= 10 and not _re.search(r"usually|normally|usual|baseline",
                                                s[max(0, m.start() - 12):m.start() + 4]):
             put("ice_score", value, m.group(0))
+    if " ice " in s and "ice_score" not in reading.values:
+        # a text about the ICE check: "she usually gets 10 but only got 7 today"
+        for m in _re.finditer(r" (?:got|gets|get|scored|scores|managed|did)(?: (?:only|just|a|"
+                             r"about|around))* (\d{1,2})(?: out of 10|/10)?"
+                             r"(?= (?:[#&]|today|tonight|now|this|on|in|at|but|and|so|then|which|"
+                             r"points|again) | $)", s):
+            value = float(m.group(1))
+            if 0 <= value <= 10 and not _re.search(r"usually|normally|usual|baseline",
+                                                   s[max(0, m.start() - 12):m.start() + 4]):
+                put("ice_score", value, m.group(0))
+                break
 
     # pain score
     for m in _re.finditer(r" pain(?: (?:score|level|is|was|at|of|about|now|scale|rating))* "

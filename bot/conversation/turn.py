@@ -45,6 +45,8 @@ URGENT_CARE_WORDS = {"er", "hospital", "911", "999", "ambulance", "emergency", "
 # The texts that follow a red flag, or an URGENT or EMERGENCY outcome, within this many seconds
 # are the same episode for the care team (one dashboard row, one open escalation).
 EPISODE_AFTER_RED_FLAG_SECONDS = 3600
+# The fact a conversation starts with inside the hour after an URGENT outcome (start_conv)
+EPISODE_FACT = "episode_urgent"
 
 
 class Turn:
@@ -111,6 +113,16 @@ class Turn:
         episode = (prev.episode_id or prev.id) if prev is not None and follows else None
         conv = Conversation(id=conv_id, episode_id=episode or conv_id, started_at=self.now,
                             facts={f"prior_{k}": Fact(p.at, "prior") for k, p in prior.items()})
+        if prev is not None and follows:
+            conv.episode_floor = max((prev.tier, prev.episode_floor),
+                                     key=lambda t: TIER_RANK.get(t, -1))
+            if conv.episode_floor not in ("URGENT", "EMERGENCY"):
+                conv.episode_floor = ""
+            if conv.episode_floor == "URGENT":
+                # the rules see it (other.yaml episode_urgent): a later checklist of the
+                # episode is URGENT at least, and rule 7 stops its questions at once (after
+                # EMERGENCY, the outcome's emergency hold keeps every outcome EMERGENCY)
+                conv.facts[EPISODE_FACT] = Fact(since or self.now, "episode")
         self.s.conv = conv
         self.sync_context()
         return conv
@@ -295,13 +307,14 @@ class Turn:
         conv = self.s.conv
         asked_else = bool(conv and conv.awaiting_free_text and not conv.done)
         last_tier = conv.tier if conv and conv.done else None
+        floor = self.episode_tier(conv)
         if reading.findings or reading.values or not last_tier:
             self.absorb(reading)  # a new conversation only for a text that says something
         started = self.route(text, norm, reading)
         if started:
             return started
         if asked_else or self.free_text(reading):
-            return self.unrecognised(text, reading=reading)
+            return self.unrecognised(text, reading=reading, floor=floor)
         if last_tier:  # "idk", "?" after an outcome: what to do, again, never the menu alone
             return self.e.compose(self.fill(self.m["closing"].format(
                 reminder=self.m["tier_short"][last_tier])), Opt(self.fill(
@@ -309,13 +322,27 @@ class Turn:
         return self.e.compose(self.m["not_understood_menu"], self.menu_text())
 
     def free_text(self, reading: Reading) -> bool:
-        """Words that say something about the patient, not a greeting or a menu word."""
+        """Words that say something about the patient, not a greeting or a menu word: three
+        words or more, or a sign in fewer ("hes worse")."""
         chat = set(self.m.get("chit_chat") or [])
         words = [t for t in reading.tokens if t.isalpha() and t not in chat]
-        return len(words) >= 3
+        return len(words) >= 3 or bool(reading.current("sign"))
+
+    def episode_tier(self, conv: Conversation | None) -> str | None:
+        """The tier of an URGENT or EMERGENCY outcome this episode is still in (the texts
+        within EPISODE_AFTER_RED_FLAG_SECONDS of it), or None."""
+        if self.s.emergency_at and self.now - self.s.emergency_at < self.e.emergency_hold:
+            return "EMERGENCY"  # never downgraded (outcome)
+        if conv is None or not conv.done or conv.tier not in ("URGENT", "EMERGENCY"):
+            return None
+        since = max((t for t in (conv.red_flag_at, conv.escalated_at) if t is not None),
+                    default=None)
+        if since is None or self.now - since >= EPISODE_AFTER_RED_FLAG_SECONDS:
+            return None
+        return conv.tier
 
     def unrecognised(self, text: str, greeting: bool = False,
-                     reading: Reading | None = None) -> str:
+                     reading: Reading | None = None, floor: str | None = None) -> str:
         """Nothing we know, in the patient's own words: never dropped. The patient is asked
         to call the care team today and the record is flagged for a nurse to read. A question
         from someone who says the patient is well, with no symptom in it ("can he use a normal
@@ -324,9 +351,32 @@ class Turn:
         conv.awaiting_free_text = False
         own = to_gsm7(text.strip())
         conv.answers["own_words"] = Answer(own[:300], None, own[:300])
+        # the tier of the text's own words (the episode's floor is handled below)
+        episode = conv.facts.pop(EPISODE_FACT, None)
         tier, known = self.assess(conv)
+        if episode is not None:
+            conv.facts[EPISODE_FACT] = episode
         if TIER_RANK[tier] > TIER_RANK["SOON"]:
+            if greeting:  # first contact: the not-for-emergencies line goes with the reply
+                self.intro = self.m["greeting_short"]
             return self.after_move()
+        if floor is not None:
+            # Words we cannot read, minutes after "call 911" or "call the line now" ("ok were
+            # going in now", "only when I wipe"): never a lower instruction. The outcome is
+            # said again, and the words go to the same episode's open escalation for a nurse.
+            findings = [Finding(floor, f"the patient's own words after the {floor} outcome, "
+                                f"for a nurse to read: '{own[:200]}'",
+                                "clinical-rules.md > How answers combine > rule 1")]
+            rec = self.e.record(self.s, kind="unrecognised", phone=self.phone, now=self.now,
+                                tier=floor, findings=findings + known)
+            rec["needs_reading"] = True
+            self.records.append(rec)
+            conv.tier = floor
+            conv.escalated_at = self.now  # an URGENT or EMERGENCY outcome: the episode goes on
+            self.fire("conclude")
+            return self.e.compose(self.fill(self.m["closing"].format(
+                reminder=self.m["tier_short"][floor])), Opt(self.fill(
+                    self.m["after_outcome"])))
         question = reading is not None and tier == "ROUTINE" and self.well_question(reading)
         out = "ROUTINE" if question else "SOON"
         findings = [Finding(out, ("a question, the patient said to be well" if question else
@@ -626,7 +676,8 @@ class Turn:
         asked as it is (its checklist is not started: nothing fills it from earlier words).
         None when one has been asked."""
         deciding = [fid for fid in dict.fromkeys(
-            f.rule.split(".", 1)[0] for f in findings if f.tier == "URGENT" and "." in f.rule)
+            f.rule.split(".", 1)[0] for f in findings if f.tier == "URGENT" and "." in f.rule
+            and not self.episode_row(f.rule))
             if fid in self.e.lib.flows]
         with_screen = [fid for fid in deciding
                        if any(q.screen for q in self.e.lib.flows[fid].questions)]
@@ -638,6 +689,14 @@ class Turn:
         conv.facts.setdefault(f"flow_{flow.id}", Fact(self.now, "flow"))
         self.fire("ask", at=f"{flow.id}:{screen.id}")
         return self.e.compose(self.intro, self.question_text(screen))
+
+    def episode_row(self, rule_id: str) -> bool:
+        """A row the episode's URGENT floor alone makes true (other.yaml episode_urgent): its
+        URGENT was decided, after its screen, in an earlier conversation of the episode."""
+        fid, _, rid = rule_id.partition(".")
+        flow = self.e.lib.flows.get(fid)
+        rule = next((r for r in flow.rules if r.id == rid), None) if flow else None
+        return rule is not None and bool(rule.when.matched([EPISODE_FACT]))
 
     def after_move(self, lead: str = "") -> str:
         cur = self.current_question()
