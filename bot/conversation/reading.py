@@ -148,7 +148,7 @@ _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "si
 _SPELLED_RE = re.compile(
     r"\b(?:(?P<hundred>(?:a|one) hundred(?: and)?)\s*)?"
     r"(?P<tens>" + "|".join(_TENS) + r")(?:[ -](?P<unit>" + "|".join(_UNITS) + r"))?"
-    r"(?: point (?P<frac>(?:(?:" + "|".join(_DIGIT_WORDS) + r"|\d)\s?){1,2}))?\b")
+    r"(?:(?P<point> point)? (?P<frac>(?:(?:" + "|".join(_DIGIT_WORDS) + r"|\d)\s?){1,2}))?\b")
 
 
 # "can he ...", "do i need ...": a question even without a question mark
@@ -160,12 +160,18 @@ _SUBJECTS = frozenset({"i", "we", "he", "she", "they", "you", "it", "my", "his",
 
 def _spelled_numbers(text: str) -> str:
     """Numbers written as words, as a reading is: "thirty eight point five" -> "38.5",
-    "a hundred and one" is left alone but "ninety nine point five" -> "99.5"."""
+    "a hundred and one" is left alone but "ninety nine point five" -> "99.5". A temperature
+    said the way it is spoken, without "point" ("thirty eight five", "ninety nine five"), is
+    read the same, only in the ranges a temperature can take (34-43, 93-110)."""
     def number(m: re.Match[str]) -> str:
         value = (100 if m.group("hundred") else 0) + _TENS[m.group("tens")] + \
             _UNITS.get(m.group("unit") or "", 0)
-        frac = "".join(_DIGIT_WORDS.get(w, w) for w in (m.group("frac") or "").split())
-        return f"{value}.{frac}" if frac else str(value)
+        words = (m.group("frac") or "").split()
+        after = " " if m.group(0)[-1:].isspace() else ""  # the frac took the space after it
+        if words and not m.group("point") and not (34 <= value <= 43 or 93 <= value <= 110):
+            return f"{value} {' '.join(words)}{after}"
+        frac = "".join(_DIGIT_WORDS.get(w, w) for w in words)
+        return (f"{value}.{frac}" if frac else str(value)) + after
     return _SPELLED_RE.sub(number, text) if any(t in text for t in _TENS) else text
 
 
@@ -917,8 +923,8 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
             put("vomit_count", _wn(m.group(1)), m.group(0))
     for m in _re.finditer(rf" {_WN} (?:vomits|sicks|vomiting episodes)(?= )", s):
         put("vomit_count", _wn(m.group(1)), m.group(0))
-    for m in _re.finditer(rf" {_WN}(?: [a-z]+)? (?:poos|poops|stools|bowel movements|dirty nappies"
-                         r"|nappies|diarrhoeas|diarrheas)(?= )", s):
+    for m in _re.finditer(rf" {_WN}(?: [a-z]+){{0,2}} (?:poos|poops|stools|bowel movements"
+                         r"|dirty nappies|nappies|diarrhoeas|diarrheas)(?= )", s):
         put("stool_count", _wn(m.group(1)), m.group(0))
 
     # ICE score and the usual score

@@ -480,10 +480,6 @@ class Turn:
                      + [fid for fid in asked if own(fid)]
                      + [fid for fid in window if asked and fid in has and own(fid)]
                      + asked)
-            if not flows:
-                # a sign that only a window checklist asks ("his face is really puffy": SVC)
-                # leads to it, as that checklist's own words (its triggers: "puffy face") do
-                flows = [fid for fid in window if fid in has and own(fid)]
             if flows and flows[0] not in out:
                 out.append(flows[0])
         if not out and ("temperature" in reading.values or "spo2" in reading.values
