@@ -21,23 +21,9 @@ as families and checked here in other words than the vignettes' own:
 from __future__ import annotations
 
 import pytest
+from test_blind_families import ENGINE, read  # concept -> "now" or "past", one definition
 
-from bot.config import ROOT
-from bot.conversation.engine import Engine
-from bot.conversation.flows import load_library
 from conftest import records
-
-ENGINE = Engine(load_library(ROOT / "flows"))
-
-
-def read(text: str) -> dict[str, str]:
-    """concept -> "now" or "past" (negated and hypothetical findings left out)."""
-    out: dict[str, str] = {}
-    for f in ENGINE.read(text).findings:
-        if f.negated or f.hypothetical:
-            continue
-        out[f.concept] = "now" if f.current or out.get(f.concept) == "now" else "past"
-    return out
 
 
 @pytest.mark.parametrize("text", [
