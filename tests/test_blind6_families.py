@@ -167,3 +167,22 @@ def test_words_after_call_the_line_now_never_get_a_lower_instruction(app, phone)
     done = [r for r in records(app, phone=phone.number) if r["kind"] == "completed"]  # newest 1st
     assert len(done) == 2 and done[0]["tier"] == "URGENT", done[0]
     assert any("not lowered" in reason for reason in done[0]["all_reasons"])
+
+
+def test_after_the_episode_words_are_read_as_any_others(app, phone) -> None:
+    """Past the hour, unreadable words are not told to call 911 again (a new episode would
+    page the team): the usual nurse-read SOON."""
+    import time as clock
+
+    from bot.conversation import turn
+
+    assert phone.send("hes having a fit").startswith("Call 911 now.")
+    real = clock.time
+    try:
+        later = real() + turn.EPISODE_AFTER_RED_FLAG_SECONDS + 60
+        clock.time = lambda: later  # type: ignore[assignment]
+        reply = phone.send("thanks he is home now and chatting away")
+    finally:
+        clock.time = real  # type: ignore[assignment]
+    assert "Call 911 now" not in reply and reply.startswith("Call the care team today")
+    assert records(app, phone=phone.number)[0]["tier"] == "SOON"

@@ -330,9 +330,9 @@ class Turn:
 
     def episode_tier(self, conv: Conversation | None) -> str | None:
         """The tier of an URGENT or EMERGENCY outcome this episode is still in (the texts
-        within EPISODE_AFTER_RED_FLAG_SECONDS of it), or None."""
-        if self.s.emergency_at and self.now - self.s.emergency_at < self.e.emergency_hold:
-            return "EMERGENCY"  # never downgraded (outcome)
+        within EPISODE_AFTER_RED_FLAG_SECONDS of it: they join its open escalation), or None.
+        Only the episode: "thanks, hes home now" the next day is not told to call 911 again,
+        and pages nobody."""
         if conv is None or not conv.done or conv.tier not in ("URGENT", "EMERGENCY"):
             return None
         since = max((t for t in (conv.red_flag_at, conv.escalated_at) if t is not None),
