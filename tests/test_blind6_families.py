@@ -148,6 +148,15 @@ def test_news_after_a_healthy_answer_overrules_it(app, phone) -> None:
     assert records(app, phone=phone.number)[0]["tier"] == "URGENT"
 
 
+def test_news_after_an_any_of_these_list_adds_to_it(app, phone) -> None:
+    """"no" to "any of these too?", then "tiny red spots all over his legs" (new widespread
+    pinpoint spots: URGENT) was noted and changed nothing."""
+    for body in ("bruises", "no", "no", "no", "1", "no"):
+        phone.send(body)
+    assert phone.send("actually there are tiny red spots all over his legs now").startswith(
+        "Call the 24-hour oncology line now")
+
+
 def test_words_after_call_the_line_now_never_get_a_lower_instruction(app, phone) -> None:
     """Within the hour after an URGENT outcome, a text the service cannot read ("ok were going
     in now") restates the outcome and goes to the same episode for a nurse; it got "Call the

@@ -151,10 +151,12 @@ class Answers:
             return False
         if q.type == "yes_no":
             return answer.value == "no" and bool(fresh & set(q.answered_by))
-        if q.type in ("choice", "multi_choice"):
-            ids = answer.value if isinstance(answer.value, list) else [answer.value]
+        ids = answer.value if isinstance(answer.value, list) else [answer.value]
+        if q.type == "multi_choice":  # a sign not among the options given adds to them
+            return any(fresh & set(o.concepts) for o in q.options if o.id not in ids)
+        if q.type == "choice":  # one answer: only a healthy one ("1 No") is overruled
             given = [o for o in q.options if o.id in ids]
-            return bool(given) and not any(o.concepts for o in given) and any(
+            return not any(o.concepts for o in given) and any(
                 fresh & set(o.concepts) for o in q.options)
         return False
 
