@@ -928,6 +928,10 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         put("stool_count", _wn(m.group(1)), m.group(0))
 
     # ICE score and the usual score
+    def usual_before(m: re.Match[str]) -> bool:  # "usually gets 10": the usual, not today's
+        return bool(_re.search(r"usually|normally|usual|baseline",
+                               s[max(0, m.start() - 12):m.start() + 4]))
+
     for m in _re.finditer(r" (?:usually|normally|usual|baseline|normal)(?: (?:is|he|she|gets|"
                          r"scores|score|got|was|ice|a|his|her))* (\d{1,2})(?: out of 10| /10)?"
                          r"(?= )", s):
@@ -938,8 +942,7 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
                          r" ice(?: (?:score|test|check))?(?: (?:is|was|of|only|today|now))* "
                          r"(\d{1,2})(?= )", s):
         value = float(m.group(1) or m.group(2))
-        if 0 <= value <= 10 and not _re.search(r"usually|normally|usual|baseline",
-                                               s[max(0, m.start() - 12):m.start() + 4]):
+        if 0 <= value <= 10 and not usual_before(m):
             put("ice_score", value, m.group(0))
     if " ice " in s and "ice_score" not in reading.values:
         # a text about the ICE check: "she usually gets 10 but only got 7 today"
@@ -948,8 +951,7 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
                              r"(?= (?:[#&]|today|tonight|now|this|on|in|at|but|and|so|then|which|"
                              r"points|again) | $)", s):
             value = float(m.group(1))
-            if 0 <= value <= 10 and not _re.search(r"usually|normally|usual|baseline",
-                                                   s[max(0, m.start() - 12):m.start() + 4]):
+            if 0 <= value <= 10 and not usual_before(m):
                 put("ice_score", value, m.group(0))
                 break
 

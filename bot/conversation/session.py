@@ -141,9 +141,6 @@ class Conversation:
     abandon_recorded: bool = False
     follow_up_of: str = ""
     follow_up_text: str = ""
-    # URGENT or EMERGENCY: the outcome of an earlier conversation of this episode (the texts
-    # within the hour after it), which a later outcome of the episode never goes below
-    episode_floor: str = ""
 
 
 @dataclass

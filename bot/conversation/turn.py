@@ -107,22 +107,15 @@ class Turn:
         conv_id = uuid.uuid4().hex[:12]
         # ... and after an URGENT or EMERGENCY outcome, so that a worse answer minutes later
         # raises the same open escalation (bot/paging.py) instead of paging a second one.
-        since = max((t for t in ((prev.red_flag_at, prev.escalated_at) if prev else ())
-                     if t is not None), default=None)
-        follows = since is not None and self.now - since < EPISODE_AFTER_RED_FLAG_SECONDS
-        episode = (prev.episode_id or prev.id) if prev is not None and follows else None
+        since = self.episode_since(prev)
+        episode = (prev.episode_id or prev.id) if prev is not None and since else None
         conv = Conversation(id=conv_id, episode_id=episode or conv_id, started_at=self.now,
                             facts={f"prior_{k}": Fact(p.at, "prior") for k, p in prior.items()})
-        if prev is not None and follows:
-            conv.episode_floor = max((prev.tier, prev.episode_floor),
-                                     key=lambda t: TIER_RANK.get(t, -1))
-            if conv.episode_floor not in ("URGENT", "EMERGENCY"):
-                conv.episode_floor = ""
-            if conv.episode_floor == "URGENT":
-                # the rules see it (other.yaml episode_urgent): a later checklist of the
-                # episode is URGENT at least, and rule 7 stops its questions at once (after
-                # EMERGENCY, the outcome's emergency hold keeps every outcome EMERGENCY)
-                conv.facts[EPISODE_FACT] = Fact(since or self.now, "episode")
+        if prev is not None and since and prev.tier == "URGENT":
+            # the rules see it (other.yaml episode_urgent): a later checklist of the episode is
+            # URGENT at least, and rule 7 stops its questions at once (after EMERGENCY, the
+            # outcome's emergency hold keeps every outcome EMERGENCY)
+            conv.facts[EPISODE_FACT] = Fact(since, "episode")
         self.s.conv = conv
         self.sync_context()
         return conv
@@ -328,16 +321,20 @@ class Turn:
         words = [t for t in reading.tokens if t.isalpha() and t not in chat]
         return len(words) >= 3 or bool(reading.current("sign"))
 
+    def episode_since(self, conv: Conversation | None) -> float | None:
+        """When the red flag or the URGENT or EMERGENCY outcome of ``conv`` was given, if this
+        text is within EPISODE_AFTER_RED_FLAG_SECONDS of it (the same episode), else None."""
+        since = max((t for t in ((conv.red_flag_at, conv.escalated_at) if conv else ())
+                     if t is not None), default=None)
+        return since if since is not None and \
+            self.now - since < EPISODE_AFTER_RED_FLAG_SECONDS else None
+
     def episode_tier(self, conv: Conversation | None) -> str | None:
         """The tier of an URGENT or EMERGENCY outcome this episode is still in (the texts
-        within EPISODE_AFTER_RED_FLAG_SECONDS of it: they join its open escalation), or None.
-        Only the episode: "thanks, hes home now" the next day is not told to call 911 again,
-        and pages nobody."""
-        if conv is None or not conv.done or conv.tier not in ("URGENT", "EMERGENCY"):
-            return None
-        since = max((t for t in (conv.red_flag_at, conv.escalated_at) if t is not None),
-                    default=None)
-        if since is None or self.now - since >= EPISODE_AFTER_RED_FLAG_SECONDS:
+        within the hour of it join its open escalation), or None. Only the episode: "thanks,
+        hes home now" the next day is not told to call 911 again, and pages nobody."""
+        if conv is None or not conv.done or conv.tier not in ("URGENT", "EMERGENCY") or \
+                self.episode_since(conv) is None:
             return None
         return conv.tier
 
