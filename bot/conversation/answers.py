@@ -69,21 +69,26 @@ class Answers:
     def combine_across_texts(self) -> list[Finding]:
         """The flow files' combinations over everything the conversation's texts said, not one
         text alone: "nose bleeding again", then "its been going 35 mins now" is a bleed past 30
-        minutes. New concepts join the conversation's signs; the red flags among them are
-        returned (the turn answers them as red flags)."""
+        minutes; and within an episode, its earlier conversations' too ("still going, 35 mins
+        now" after the nosebleed's outcome). New concepts join the conversation's signs; the
+        red flags among them are returned (the turn answers them as red flags)."""
         conv = self.conv
-        signs = set(conv.signs)
+        own = set(conv.signs)
+        # within an episode, what its earlier conversations said counts too, but only with
+        # something this conversation said: nothing is concluded again from old texts alone
+        signs = own | set(conv.episode_signs)
+        values = {**conv.episode_values, **conv.values} if conv.episode_values else conv.values
         flags: list[Finding] = []
         combos, by = self.e.reader.combinations, self.e.reader.combos_by
         # in the flow files' order, only those a sign can reach; a combination's conclusion
         # can complete a later one in the same pass
-        todo = sorted({k for sign in signs for k in by.get(sign, ())})
+        todo = sorted({k for sign in own for k in by.get(sign, ())})
         while todo:
             k = heapq.heappop(todo)
             combo = combos[k]
             if combo.then in signs or not all(c in signs for c in combo.all):
                 continue
-            if not combo.values_hold(conv.values):
+            if not combo.values_hold(values):
                 continue
             signs.add(combo.then)
             for later in by.get(combo.then, ()):

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reader_for(lib: Any, lang: str = "en") -> Reader:
-    return Reader(lib.concepts, lib.languages[lang], combinations=lib.combinations)
+    return Reader(lib.concepts, lib.languages[lang], combinations=lib.combinations,
+                  settled=lib.settled)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ class Engine:
         self.emergency_hold = emergency_hold_seconds
         # One reader for every text, whatever question is pending (reading.py).
         self.reader = Reader(library.concepts, library.languages["en"],
-                             combinations=library.combinations)
+                             combinations=library.combinations,
+                             settled=library.settled)
         self.red_flag_by_id = {rf.id: rf for rf in library.red_flags}
         self.assessor = Assessor(library)
         self._index_findings()

@@ -235,6 +235,9 @@ class Library:
     menu: tuple[str, ...]  # flow ids in menu order
     concepts: tuple[Concept, ...] = ()      # red flags, signs and context, language "en"
     combinations: tuple[Combination, ...] = ()
+    # findings the same text then says are over (concepts.yaml ``settled``): Combination's
+    # ``all`` the settling concepts, ``then`` the finding they settle
+    settled: tuple[Combination, ...] = ()
     languages: dict[str, dict[str, Any]] = field(default_factory=dict)
     windows: Windows = field(default_factory=lambda: Windows())
 
@@ -620,7 +623,7 @@ def _load_concepts(path: Path, red_flags: tuple[RedFlag, ...], lang: str = "en"
                    ) -> tuple[Concept, ...]:
     reader = _Reader(path.name)
     data = reader.mapping(_yaml(path.read_text(encoding="utf-8")), "top level")
-    reader.unknown_keys(data, {"concepts", "sources", "combinations"}, "")
+    reader.unknown_keys(data, {"concepts", "sources", "combinations", "settled"}, "")
     out = [Concept(rf.id, "red_flag", rf.wordings.get(lang, ()), rf.not_wordings.get(lang, ()))
            for rf in red_flags]
     seen = {c.id for c in out}
@@ -638,17 +641,28 @@ def _load_concepts(path: Path, red_flags: tuple[RedFlag, ...], lang: str = "en"
     return tuple(out)
 
 
-def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combination, ...]:
+def _load_combinations(path: Path, concepts: tuple[Concept, ...], section: str = "combinations"
+                       ) -> tuple[Combination, ...]:
+    """``combinations`` (findings ``all`` and a value test add the finding ``then``), or
+    ``settled`` (a finding ``finding`` the same text then says is over: one of ``by`` after it,
+    nothing of it after that, and the value test holding), read into the same shape."""
     reader = _Reader(path.name)
     data = reader.mapping(_yaml(path.read_text(encoding="utf-8")), "top level")
     known = {c.id for c in concepts}
     out = []
-    for i, raw in enumerate(reader.get(data, "combinations", "", list, [])):
-        where = f"combinations[{i}]"
+    names = ("all", "then") if section == "combinations" else ("by", "finding", "unless")
+    for i, raw in enumerate(reader.get(data, section, "", list, [])):
+        where = f"{section}[{i}]"
         cd = reader.mapping(raw, where)
-        reader.unknown_keys(cd, {"all", "value", "then"}, where)
-        needs = reader.str_list(cd, "all", where, ())
-        then = reader.get(cd, "then", where, str)
+        reader.unknown_keys(cd, {*names, "value"}, where)
+        needs = reader.str_list(cd, names[0], where, ())
+        then = reader.get(cd, names[1], where, str)
+        unless = reader.str_list(cd, "unless", where, ()) if len(names) > 2 else ()
+        if section != "combinations" and not needs:
+            raise reader.fail(where, "needs 'by': the concepts that say it is over")
+        for cid in unless:
+            if cid not in known:
+                raise reader.fail(where, f"unknown concept {cid!r}")
         for cid in (*needs, then):
             if cid not in known:
                 raise reader.fail(where, f"unknown concept {cid!r}")
@@ -670,7 +684,8 @@ def _load_combinations(path: Path, concepts: tuple[Concept, ...]) -> tuple[Combi
                                                (int, float)))
         if not needs and not (at_least or below):
             raise reader.fail(where, "needs 'all' concepts or a value test")
-        out.append(Combination(needs, then, at_least, below, frozenset(or_unknown)))
+        out.append(Combination(needs, then, at_least, below, frozenset(or_unknown),
+                               tuple(unless)))
     return tuple(out)
 
 
@@ -761,6 +776,7 @@ def load_library(flows_dir: str | Path) -> Library:
     return Library(flows=flows, red_flags=red_flags, messages=messages, menu=menu,
                    concepts=concepts, languages=_load_languages(base),
                    combinations=_load_combinations(base / "concepts.yaml", concepts),
+                   settled=_load_combinations(base / "concepts.yaml", concepts, "settled"),
                    windows=_load_windows(base / "windows.yaml"))
 
 

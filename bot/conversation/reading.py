@@ -39,7 +39,7 @@ import sys
 import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -128,6 +128,8 @@ class Combination:
     at_least: dict[str, float] = field(default_factory=dict)
     below: dict[str, float] = field(default_factory=dict)
     or_unknown: frozenset[str] = frozenset()
+    unless: tuple[str, ...] = ()  # ``settled`` only: findings after the settling words that
+                                  # keep the finding current ("then started again")
 
     def values_hold(self, values: Mapping[str, float]) -> bool:
         """The value tests: each ``at_least``/``below`` holds, a missing value passing only
@@ -409,9 +411,11 @@ class _PatternBuild:
 
 class Reader:
     def __init__(self, concepts: Iterable[Concept], language: Mapping[str, Any],
-                 guard_words: Iterable[str] = (), combinations: Iterable[Combination] = ()):
+                 guard_words: Iterable[str] = (), combinations: Iterable[Combination] = (),
+                 settled: Iterable[Combination] = ()):
         self.concepts = {c.id: c for c in concepts}
         self.combinations = tuple(combinations)
+        self.settled = tuple(settled)
         # concept -> the combinations (indexes, in order) that need it: the conversation's
         # combining pass (answers.py) looks only at those its signs can reach
         self.combos_by: dict[str, list[int]] = {}
@@ -519,7 +523,8 @@ class Reader:
             if found and not_rx is not None:
                 unlike = [_span_to_tokens(starts, m.start(), m.end())
                           for m in not_rx.finditer(joined)]
-                found = [f for f in found if not any(_overlaps(f, u) for u in unlike)]
+                if unlike:
+                    found = self._unlike_removed(rx, joined, starts, unlike)
             matches.extend((s, e, concept) for s, e in found)
         matches = _drop_contained(matches)
         spans = [(s, e) for s, e, _ in matches]
@@ -537,6 +542,7 @@ class Reader:
         reading.findings.sort(key=lambda f: f.start)
         self._anaphora(tokens, raw_tokens, reading, spans, pseudo)
         read_values(reading, raw_tokens)
+        self._settle(reading)
         self._combine(reading)
         reading.caregiver = self._caregiver(tokens)
         reading.question = "?" in text or (
@@ -571,6 +577,46 @@ class Reader:
                 continue
             reading.findings.append(Finding(
                 f.concept, f.kind, f"{f.words} ... {' '.join(raw_tokens[ts:te])}", ts, te))
+
+    @staticmethod
+    def _unlike_removed(rx: re.Pattern[str], joined: str, starts: list[int],
+                        unlike: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The matches of ``rx`` that overlap no look-alike. A match that does is dropped
+        and the search goes on from the word after its start, not after its end: in "had a
+        chest infection and now it hurts in his chest", "chest infection and it hurts" is the
+        look-alike's, and "hurts in his chest" is still found."""
+        found: list[tuple[int, int]] = []
+        pos = 0
+        while (m := rx.search(joined, pos)) is not None:
+            span = _span_to_tokens(starts, m.start(), m.end())
+            if any(_overlaps(span, u) for u in unlike):
+                nxt = joined.find(" ", m.start() + 1)
+                if nxt < 0:
+                    break
+                pos = nxt
+            else:
+                found.append(span)
+                pos = max(m.end(), m.start() + 1)
+        return found
+
+    def _settle(self, reading: Reading) -> None:
+        """A finding the same text then says is over (the flow files' ``settled``): "nose was
+        gushing blood, pinched it and it stopped after about 6 mins" is a bleed that stopped,
+        not one that won't. Only a finding before the settling words, only when nothing of it
+        or of its ``unless`` comes after them ("it stopped then started pouring again"
+        stays), and only when the value test holds. The finding is kept, in the past."""
+        for rule in self.settled:
+            stops = [g.start for g in reading.findings if g.concept in rule.all and g.current]
+            if not stops or not rule.values_hold(reading.values):
+                continue
+            back = [f.start for f in reading.findings if f.current and (
+                f.concept == rule.then or f.concept in rule.unless)]
+            for k, f in enumerate(reading.findings):
+                if f.concept != rule.then or not f.current:
+                    continue
+                after = [s for s in stops if s >= f.end]
+                if after and not any(b >= after[0] for b in back):
+                    reading.findings[k] = replace(f, historical=True)
 
     def _degree_so(self, tokens: list[str]) -> list[str]:
         """``so`` after a linking verb (the language's ``degree_so_after``) and not before a
@@ -877,6 +923,14 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         a = float(m.group(1))
         if 40 <= a <= 260 and "systolic_bp" not in v:
             put("systolic_bp", a, m.group(0))
+    # "just did my bp, its 82 over 50": a reading said "over" anywhere in a text about the
+    # blood pressure
+    if "systolic_bp" not in v and _re.search(rf" {bp} ", s):
+        for m in _re.finditer(r" (\d{2,3}) over (\d{2,3})(?= )", s):
+            a = float(m.group(1))
+            if 40 <= a <= 260 and float(m.group(2)) < a:
+                put("systolic_bp", a, m.group(0))
+                break
 
     # platelets (x10^9/L) and neutrophils (x10^9/L)
     for m in _re.finditer(r" (?:platelets|platelet|plts|plt|platelet count)(?: (?:is|are|were|"

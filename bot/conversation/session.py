@@ -141,6 +141,11 @@ class Conversation:
     abandon_recorded: bool = False
     follow_up_of: str = ""
     follow_up_text: str = ""
+    # within an episode (the hour after an URGENT or EMERGENCY outcome), what its earlier
+    # conversations' texts named: "still going, 35 mins now" after a nosebleed's outcome is
+    # the same bleed (answers.combine_across_texts)
+    episode_signs: list[str] = field(default_factory=list)
+    episode_values: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

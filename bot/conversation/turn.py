@@ -111,6 +111,9 @@ class Turn:
         episode = (prev.episode_id or prev.id) if prev is not None and since else None
         conv = Conversation(id=conv_id, episode_id=episode or conv_id, started_at=self.now,
                             facts={f"prior_{k}": Fact(p.at, "prior") for k, p in prior.items()})
+        if prev is not None and since:
+            conv.episode_signs = list(dict.fromkeys([*prev.episode_signs, *prev.signs]))
+            conv.episode_values = {**prev.episode_values, **prev.values}
         if prev is not None and since and prev.tier == "URGENT":
             # the rules see it (other.yaml episode_urgent): a later checklist of the episode is
             # URGENT at least, and rule 7 stops its questions at once (after EMERGENCY, the
@@ -303,6 +306,9 @@ class Turn:
         floor = self.episode_tier(conv)
         if reading.findings or reading.values or not last_tier:
             self.absorb(reading)  # a new conversation only for a text that says something
+            across = self.answers.combine_across_texts()
+            if across:  # news that makes a red flag with what the episode's texts said
+                return self.red_flag(across)
         started = self.route(text, norm, reading)
         if started:
             return started
