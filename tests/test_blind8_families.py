@@ -118,3 +118,21 @@ def test_a_low_blood_pressure_after_the_outcome_is_an_emergency(app, phone) -> N
     assert phone.send("no").startswith("Call the 24-hour oncology line now")
     assert phone.send("just took his bp its 84 over 52").startswith("Call 911 now.")
     assert records(app, phone=phone.number)[0]["tier"] == "EMERGENCY"
+
+
+@pytest.mark.parametrize("text", [
+    "his face is really puffy",
+    "the veins on her neck look really big",
+])
+def test_an_svc_sign_leads_to_its_checklist_without_the_profile(text: str) -> None:
+    """The SVC checklist's own signs (signs_lead_outside_window): "puffy face" started it
+    for anyone, "his face is really puffy" got "we could not match your message"."""
+    result = ENGINE.handle(None, text)
+    assert (ENGINE.pending(result.session) or "").startswith("svc"), result.reply
+
+
+def test_but_a_window_checklists_general_signs_do_not() -> None:
+    """The CRS checklist's signs still lead there only by its own words or in its window:
+    "so tired all week" from a number with no profile is not a CRS conversation."""
+    result = ENGINE.handle(None, "so tired all week")
+    assert not (ENGINE.pending(result.session) or "").startswith("crs"), result.reply

@@ -207,6 +207,11 @@ class Flow:
     # Checklists to go on with when this one ends below URGENT and the patient is in their
     # window (their offer_first_when holds): after CAR-T, CRS then neurotoxicity.
     continue_with: tuple[str, ...] = ()
+    # A checklist with offer_first_when whose own signs (those no general checklist asks)
+    # lead to it whatever the patient's context: the SVC signs, whose context (T-cell ALL, a
+    # mediastinal mass) the profile often does not record. Not the CRS checklist: "dizzy"
+    # outside any CAR-T or blinatumomab window is not a CRS sign.
+    signs_lead_outside_window: bool = False
 
     def question(self, qid: str) -> Question:
         for q in self.questions:
@@ -491,6 +496,7 @@ def load_flow(path: Path) -> Flow:
     reader.unknown_keys(data, {"id", "title", "menu_label", "triggers", "questions", "rules",
                                "self_care", "self_care_cites", "sources", "carry_facts",
                                "offer_first_when", "window_triggers", "scores",
+                               "signs_lead_outside_window",
                                "continue_with"}, "")
     flow_id = reader.get(data, "id", "", str)
     if not ID_RE.match(flow_id) or flow_id in RESERVED_FLOW_IDS:
@@ -552,6 +558,8 @@ def load_flow(path: Path) -> Flow:
         window_triggers=reader.str_list(data, "window_triggers", "", ()),
         scores=scores,
         continue_with=reader.str_list(data, "continue_with", "", ()),
+        signs_lead_outside_window=reader.get(data, "signs_lead_outside_window", "", bool,
+                                             False),
     )
 
 

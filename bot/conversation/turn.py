@@ -479,10 +479,14 @@ class Turn:
                 return (c, fid) not in self.e.screen_only
 
             asked = [fid for fid in general if fid in has]
+            # a window checklist whose signs lead anywhere (SVC: "his face is really puffy"),
+            # only for a sign no general checklist asks
+            anywhere = [fid for fid in window if not asked and fid in has and own(fid)
+                        and self.e.lib.flows[fid].signs_lead_outside_window]
             flows = ([fid for fid in first if fid in has]
                      + [fid for fid in asked if own(fid)]
                      + [fid for fid in window if asked and fid in has and own(fid)]
-                     + asked)
+                     + asked + anywhere)
             if flows and flows[0] not in out:
                 out.append(flows[0])
         if not out and ("temperature" in reading.values or "spo2" in reading.values
