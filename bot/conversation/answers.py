@@ -61,7 +61,9 @@ class Answers:
         for name, value in reading.values.items():
             if conv.values.get(name) != value:
                 conv.values[name] = value
-                conv.quotes.setdefault(name, to_gsm7(reading.value_words.get(name, ""))[:120])
+                self.fresh.add(f"={name}")  # a reading first given now (worse_news)
+                # the words of the newest reading (an answer taken from it reads them)
+                conv.quotes[name] = to_gsm7(reading.value_words.get(name, ""))[:120]
                 learned = True
         filled = self.fill_answers()
         return bool(learned or new or filled)
@@ -149,13 +151,20 @@ class Answers:
 
     def worse_news(self, q: Question, answer: Answer) -> bool:
         """A sign first said now that gives a worse answer than the healthy one given before:
-        "1" (no) to "is your poo bloody?", then "theres blood when I wipe". The news counts
-        (the safer reading); an answer that named a sign is never taken back by a later text."""
+        "1" (no) to "is your poo bloody?", then "theres blood when I wipe"; or a higher
+        temperature than the one answered ("temp 37.4", then "now 38.0": any single reading
+        counts). The news counts (the safer reading); an answer that named a sign is never
+        taken back by a later text."""
         fresh = self.fresh
         if not fresh:
             return False
         if q.type == "yes_no":
             return answer.value == "no" and bool(fresh & set(q.answered_by))
+        if q.type == "temperature":  # a higher reading given later: "temp 37.4", "now 38.0"
+            now = self.conv.values.get("temperature")
+            return "=temperature" in fresh and now is not None and (
+                answer.value == "none" or (isinstance(answer.value, float | int)
+                                           and now > answer.value))
         ids = answer.value if isinstance(answer.value, list) else [answer.value]
         if q.type == "multi_choice":  # a sign not among the options given adds to them
             return any(fresh & set(o.concepts) for o in q.options if o.id not in ids)
@@ -184,7 +193,12 @@ class Answers:
                 continue
             value: Any = None
             words: list[str] = []
-            if q.type == "yes_no" and signs & set(q.answered_by):
+            yes = q.type == "yes_no" and signs & set(q.answered_by)
+            # signs for both answers ("stopped fine" yesterday, "oozing 20 mins" today): the
+            # question's worse answer
+            if yes and q.worse == "no" and signs & set(q.answered_no_by):
+                yes = set()
+            if yes:
                 value = "yes"
                 words = [f"{c.replace('_', ' ')} ('{conv.quotes.get(c, c)}')"
                          for c in q.answered_by if c in signs]

@@ -184,6 +184,11 @@ def parse_choice(text: str, options: Sequence[Option]) -> str | None:
     return picked[0] if picked else None
 
 
+_ORDINALS = {w: i for i, w in enumerate(
+    ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+     "tenth"))}
+
+
 def parse_choices(text: str, options: Sequence[Option], allow_many: bool = True
                   ) -> list[str] | None:
     """Several options ("1 and 3", "cough, sore throat"); ``[]`` for an explicit none/no."""
@@ -198,7 +203,12 @@ def parse_choices(text: str, options: Sequence[Option], allow_many: bool = True
         i = int(n) - 1
         if 0 <= i < len(options) and options[i].id not in picked:
             picked.append(options[i].id)
-    if len(toks) <= 3 and not numbers:
+    if len(toks) <= 4 and not numbers:  # "the second one", "third"
+        for tok in toks:
+            i = _ORDINALS.get(tok, -1)
+            if 0 <= i < len(options) and options[i].id not in picked:
+                picked.append(options[i].id)
+    if len(toks) <= 3 and not numbers and not picked:
         for tok in toks:
             if len(tok) == 1 and "a" <= tok <= "z":
                 i = ord(tok) - ord("a")

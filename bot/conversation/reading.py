@@ -177,11 +177,16 @@ def _spelled_numbers(text: str) -> str:
     return _SPELLED_RE.sub(number, text) if any(t in text for t in _TENS) else text
 
 
+_POINT_RE = re.compile(r"(?<![\d.,])(\d{2,3}) point (\d{1,2})(?![\d.,])")
+
+
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text or "").lower()
     for ch in _APOSTROPHES:
         text = text.replace(ch, "")
     text = _spelled_numbers(text)
+    # "38 point 5" in digits is 38.5, as "thirty eight point five" is
+    text = _POINT_RE.sub(r"\1.\2", text) if " point " in text else text
     text = text.replace("\u00b0", " degrees ").replace("\u2013", " - ").replace("\u2014", " - ")
     text = _NUM_UNIT_RE.sub(r"\1 \2", text)
     text = _UNIT_NUM_RE.sub(lambda m: m.group(0) if m.group(1) in _GLUED
@@ -454,8 +459,8 @@ class Reader:
             self._needs.append((frozenset(words), frozenset(stems)) if words or stems
                                else None)
         self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
-            "negation_forward", "negation_backward", "pseudo", "historical", "hypothetical",
-            "hypothetical_after", "uncertain", "anaphora_current")}
+            "negation_forward", "negation_backward", "pseudo", "historical", "historical_after",
+            "hypothetical", "hypothetical_after", "uncertain", "anaphora_current")}
         self._terminators = set(lang.get("terminators", []))
         self._breaks = set(lang.get("clause_breaks", []))
         self._degree_after = frozenset(lang.get("degree_so_after", []))
@@ -535,7 +540,8 @@ class Reader:
                 concept.id, concept.kind, words, s, e,
                 negated=self._negated(tokens, s, e, concept.kind, spans, pseudo),
                 uncertain=self._in_clause(tokens, s, e, "uncertain", weak=True),
-                historical=self._in_clause(tokens, s, e, "historical", weak=True),
+                historical=self._in_clause(tokens, s, e, "historical", weak=True)
+                or self._after_in_clause(tokens, e, "historical_after"),
                 hypothetical=self._before_in_clause(tokens, s, "hypothetical", pseudo)
                 or self._after_in_clause(tokens, e, "hypothetical_after"),
             ))
@@ -770,9 +776,10 @@ _LINK = r"(?: (?:is|was|of|at|=|reads|read|says|said|shows|showed|showing|went|u
         r"&))*"
 _C = r"(?: (?:c|degrees|degree|deg|celsius|centigrade|oc))"
 _F = r"(?: (?:f|fahrenheit|farenheit|faranheit|degrees f|deg f))"
+# (whole words only: "37.8 hmm", "38.5 maybe", "39.1 help" are readings)
 _NOT_AFTER = (r"(?! (?:min|mins|minute|minutes|m|hour|hours|hr|hrs|h|kg|kgs|kilos|lb|lbs|pounds|"
               r"years|year|yrs|yr|days|day(?! \d)|weeks|week(?! \d)|months|month|times|x|"
-              r"percent|bpm|ml|mg))")
+              r"percent|bpm|ml|mg)(?= ))")
 
 
 def _f(x: str) -> float:
@@ -963,8 +970,9 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         put("duration_min", 30.0, "half an hour")
 
     # counts of vomits and stools
-    for m in _re.finditer(rf" {_WN} (?:times|x|episodes)(?= )", s):
-        n = _wn(m.group(1))
+    # "5 times", "5x", and "x5" (tokens "x 5")
+    for m in _re.finditer(rf" (?:{_WN} (?:times|x|episodes)|x {_WN})(?= )", s):
+        n = _wn(m.group(1) or m.group(2))
         lo = max(0, m.start() - 60)
         around = s[lo:m.end() + 40]
         if _re.search(r"vomit|sick|throw|threw|puk|spew", around):
