@@ -202,7 +202,13 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     if not no_worker:
         from .worker import run_forever
 
-        threading.Thread(target=run_forever, args=(app,), daemon=True, name="worker").start()
+        ready = threading.Event()
+        threading.Thread(target=run_forever, args=(app,), kwargs={"ready": ready}, daemon=True,
+                         name="worker").start()
+        # the first tick before the first request: /healthz is "ok" from its first answer
+        # instead of "degraded: worker_silent" for the few milliseconds before it (a race
+        # that made the install check fail once)
+        ready.wait(10)
     embedded = " (embedded, under instance/)" if app.config.get("EMBEDDED_REDIS") else ""
     chat_cmd = ".venv/bin/flask --app wsgi chat"
     if (host, port) != ("127.0.0.1", 5000):

@@ -158,7 +158,11 @@ def tick(app: Flask, now: float | None = None) -> dict[str, int]:
     return done
 
 
-def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
+def run_forever(app: Flask, stop: threading.Event | None = None,
+                ready: threading.Event | None = None) -> None:
+    """Tick every WORKER_TICK_SECONDS until ``stop``. ``ready`` is set once the first tick has
+    been tried (``serve`` waits for it, so that /healthz does not call a worker that has
+    not had its first turn yet silent)."""
     stop = stop or threading.Event()
     every = max(1, int(app.config.get("WORKER_TICK_SECONDS", 15)))
     runtime(app)
@@ -171,6 +175,8 @@ def run_forever(app: Flask, stop: threading.Event | None = None) -> None:
                 log.info("worker: %s", done)
         except Exception:  # keep the worker alive; the next tick tries again
             log.exception("worker tick failed")
+        if ready is not None:
+            ready.set()
         stop.wait(every)
     log.info("worker stopped")
 

@@ -75,6 +75,25 @@ def test_run_forever_ticks_and_stops_on_request(app, sms, phone):
     assert not thread.is_alive()
 
 
+def test_run_forever_says_ready_once_its_first_tick_wrote_the_heartbeat(app):
+    """``serve`` waits for this before it answers: /healthz is "ok" from its first answer,
+    never "worker_silent" for the moments before the worker's first turn."""
+    from bot.worker import HEARTBEAT
+
+    store = app.extensions["triage"].store
+    store.r.delete(HEARTBEAT)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=run_forever, args=(app, stop), kwargs={"ready": ready},
+                              daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        assert store.r.get(HEARTBEAT) is not None
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def test_python_m_bot_worker_pages_to_the_console_and_exits_on_sigterm(
         redis_url, tmp_path, client, phone):
     urgent(phone)
