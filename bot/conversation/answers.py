@@ -58,12 +58,19 @@ class Answers:
         self.fresh.update(new)
         for f in reading.current():
             conv.quotes.setdefault(f.concept, to_gsm7(f.words)[:120])
-        for name, value in reading.values.items():
+        values = dict(reading.values)
+        total = values.pop("count_total", None)
+        if total is not None:  # "thats 6 now": the conversation's counts, never lowered
+            for name in [n for n in conv.values if n.endswith("_count")]:
+                if total > conv.values[name]:
+                    values[name] = total
+        for name, value in values.items():
             if conv.values.get(name) != value:
                 conv.values[name] = value
                 self.fresh.add(f"={name}")  # a reading first given now (worse_news)
                 # the words of the newest reading (an answer taken from it reads them)
-                conv.quotes[name] = to_gsm7(reading.value_words.get(name, ""))[:120]
+                conv.quotes[name] = to_gsm7(reading.value_words.get(name) or
+                                            reading.value_words.get("count_total", ""))[:120]
                 learned = True
         filled = self.fill_answers()
         return bool(learned or new or filled)
@@ -160,6 +167,10 @@ class Answers:
             return False
         if q.type == "yes_no":
             return answer.value == "no" and bool(fresh & set(q.answered_by))
+        if q.type == "number" and q.value and q.value.endswith("_count"):  # "thats 6 now"
+            now = self.conv.values.get(q.value)
+            return f"={q.value}" in fresh and now is not None and isinstance(
+                answer.value, float | int) and now > answer.value
         if q.type == "temperature":  # a higher reading given later: "temp 37.4", "now 38.0"
             now = self.conv.values.get("temperature")
             return "=temperature" in fresh and now is not None and (

@@ -198,7 +198,8 @@ def parse_choices(text: str, options: Sequence[Option], allow_many: bool = True
         return None
     phrase = " ".join(toks)
     picked: list[str] = []
-    numbers = re.findall(r"(?<!\d)(\d{1,2})(?!\d)", norm)
+    # option numbers, not the parts of a reading ("no temp 36.8" is not options 36 and 8)
+    numbers = re.findall(r"(?<![\d.,])(\d{1,2})(?!\d|[.,]\d)", norm)
     for n in numbers:
         i = int(n) - 1
         if 0 <= i < len(options) and options[i].id not in picked:

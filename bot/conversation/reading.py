@@ -902,7 +902,8 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
          r"levels)"
     for m in _re.finditer(rf" {ox}(?: (?:level|levels|is|was|at|of|reads|read|says|said|"
                          rf"shows|showing|showed|reading|dropped|down|to|only|about|around|"
-                         rf"now|just|2|are|were|keeps|saying))* (\d{{2,3}})(?: percent)?(?= )", s):
+                         rf"now|just|2|are|were|keeps|saying|thing|machine|monitor|meter|"
+                         rf"probe|clip|reader|it|its|&))* (\d{{2,3}})(?: percent)?(?= )", s):
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
     for m in _re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
@@ -983,6 +984,12 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
                          rf"(?: [a-z]+){{0,2}} {_WN}(?: times| x)?(?= )", s):
         if m.group(1) not in ("a", "an"):
             put("vomit_count", _wn(m.group(1)), m.group(0))
+    # a running total of whatever the conversation counts: "oh and 2 more just now, thats 6"
+    for m in _re.finditer(rf" (?:thats|that s|that|that makes|makes it|making it|total of|so far)"
+                         rf"(?: now| up to)? {_WN}(?= )", s):
+        n = _wn(m.group(1))
+        if n >= 1:
+            put("count_total", n, m.group(0))
     for m in _re.finditer(rf" {_WN} (?:vomits|sicks|vomiting episodes)(?= )", s):
         put("vomit_count", _wn(m.group(1)), m.group(0))
     for m in _re.finditer(rf" {_WN}(?: [a-z]+){{0,2}} (?:poos|poops|stools|bowel movements"
@@ -1024,7 +1031,7 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         put("pain_score", value if 0 <= value <= 10 else None, m.group(0))
     for m in _re.finditer(r" (\d{1,2})(?: out of 10|/10| out of ten)(?= )", s):
         value = float(m.group(1))
-        if 0 <= value <= 10 and _re.search(r"pain|hurt|sore|ache", s):
+        if 0 <= value <= 10 and _re.search(r"pain|hurt|sore|ache|aching|achy", s):
             put("pain_score", value, m.group(0))
 
     # days since CAR-T / chemotherapy

@@ -146,6 +146,7 @@ class Conversation:
     # the same bleed (answers.combine_across_texts)
     episode_signs: list[str] = field(default_factory=list)
     episode_values: dict[str, float] = field(default_factory=dict)
+    episode_flows: list[str] = field(default_factory=list)  # checklists of the episode
 
 
 @dataclass

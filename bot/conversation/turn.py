@@ -114,6 +114,7 @@ class Turn:
         if prev is not None and since:
             conv.episode_signs = list(dict.fromkeys([*prev.episode_signs, *prev.signs]))
             conv.episode_values = {**prev.episode_values, **prev.values}
+            conv.episode_flows = list(dict.fromkeys([*prev.episode_flows, *prev.flows]))
         if prev is not None and since and prev.tier == "URGENT":
             # the rules see it (other.yaml episode_urgent): a later checklist of the episode is
             # URGENT at least, and rule 7 stops its questions at once (after EMERGENCY, the
@@ -309,6 +310,9 @@ class Turn:
             across = self.answers.combine_across_texts()
             if across:  # news that makes a red flag with what the episode's texts said
                 return self.red_flag(across)
+            again = self.episode_screen(reading)
+            if again:  # "also she is really floppy now" after the fever checklist's outcome
+                return self.start_flow(again, text)
         started = self.route(text, norm, reading)
         if started:
             return started
@@ -319,6 +323,23 @@ class Turn:
                 reminder=self.m["tier_short"][last_tier])), Opt(self.fill(
                     self.m["after_outcome"])))
         return self.e.compose(self.m["not_understood_menu"], self.menu_text())
+
+    def episode_screen(self, reading: Reading) -> str | None:
+        """A checklist of this episode whose EMERGENCY screen the text's signs answer yes
+        ("ok. also she threw up twice and is really floppy now", after the fever checklist's
+        URGENT outcome: very drowsy with that fever is its EMERGENCY row): that checklist
+        again, its screen taken from the text, rather than a new checklist that does not ask
+        it."""
+        conv = self.s.conv
+        if conv is None or not conv.episode_flows:
+            return None
+        said = {f.concept for f in reading.current("sign")}
+        for fid in conv.episode_flows:
+            flow = self.e.lib.flows.get(fid)
+            if flow is not None and any(q.screen and said & set(q.answered_by)
+                                        for q in flow.questions):
+                return fid
+        return None
 
     def free_text(self, reading: Reading) -> bool:
         """Words that say something about the patient, not a greeting or a menu word: three
@@ -577,13 +598,15 @@ class Turn:
             if self.e.assessor.decided(conv, self.s.risk_window, flow.id):
                 return self.after_checklist()
             return self.e.compose(Opt(self.fill(self.m["noted"])), self.question_text(q))
-        red_flag_ack = value is None and q.red_flag and norm in ACK_WORDS
+        red_flag_ack = value is None and q.red_flag and (norm in ACK_WORDS or reading.question)
         if red_flag_ack and conv.retries.get(q.id, 0) == 0:
-            # "ok" is never a yes; to a red-flag question it is an answer that cannot be
-            # understood (rule 4): asked once more, then the worse answer is taken (below).
+            # "ok" is never a yes, and a question back ("what do u mean") is no answer; to a
+            # red-flag question each is an answer that cannot be understood (rule 4): asked
+            # once more, then the worse answer is taken (below).
             conv.retries[q.id] = 1
             conv.acks[q.id] = conv.acks.get(q.id, 0) + 1
-            return self.e.compose(Opt(self.fill(self.m["ack_reask"])), self.question_text(q),
+            note = self.m["ack_reask"] if norm in ACK_WORDS else self.m["question_reask"]
+            return self.e.compose(Opt(self.fill(note)), self.question_text(q),
                                   Opt(self.fill(self.m["example"].format(example=q.example))))
         if value is None and not red_flag_ack and (norm in ACK_WORDS or reading.question):
             conv.acks[q.id] = conv.acks.get(q.id, 0) + 1
