@@ -880,8 +880,12 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
         unit = m.group(2).strip()
         put("temperature", temperature_from(_f(m.group(1)), "f" if unit.startswith("f") or
                                             unit.endswith("f") else unit), m.group(0))
+    # not the weather or the room: "its like 38 degrees in our flat this heatwave"
     for m in _re.finditer(rf" {_NUM}(?: (c|f|celsius|centigrade|fahrenheit|farenheit)"
-                         rf"| degrees(?: (c|f))?)(?= )", s):
+                         rf"| degrees(?: (c|f))?)(?= )(?! (?:in (?:the|our|my|this|his|her) "
+                         rf"(?:flat|house|room|home|car|kitchen|garden|bedroom|lounge|sun|shade|"
+                         rf"office|classroom)|outside|out there|out today|today outside)(?= ))",
+                         s):
         unit = m.group(2) or m.group(3) or ""
         put("temperature", temperature_from(_f(m.group(1)), unit), m.group(0))
     for m in _re.finditer(rf" {_NUM} (?:temp|temperature|fever)(?= )", s):
