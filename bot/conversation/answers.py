@@ -31,6 +31,7 @@ class Answers:
         self.now = now
         # signs first said in this turn: news that can overrule an earlier healthy answer
         self.fresh: set[str] = set()
+        self.fresh_values: set[str] = set()  # readings first given in this text (worse_news)
 
     @property
     def conv(self) -> Conversation:
@@ -67,7 +68,7 @@ class Answers:
         for name, value in values.items():
             if conv.values.get(name) != value:
                 conv.values[name] = value
-                self.fresh.add(f"={name}")  # a reading first given now (worse_news)
+                self.fresh_values.add(name)
                 # the words of the newest reading (an answer taken from it reads them)
                 conv.quotes[name] = to_gsm7(reading.value_words.get(name) or
                                             reading.value_words.get("count_total", ""))[:120]
@@ -163,19 +164,17 @@ class Answers:
         counts). The news counts (the safer reading); an answer that named a sign is never
         taken back by a later text."""
         fresh = self.fresh
+        if q.value and q.value in self.fresh_values and (
+                q.type == "temperature" or q.value.endswith("_count")):
+            # a higher reading or count than the one answered: "temp 37.4", "now 38.0";
+            # "2 more, thats 6"
+            now = self.conv.values[q.value]
+            return answer.value == "none" or (isinstance(answer.value, float | int)
+                                              and now > answer.value)
         if not fresh:
             return False
         if q.type == "yes_no":
             return answer.value == "no" and bool(fresh & set(q.answered_by))
-        if q.type == "number" and q.value and q.value.endswith("_count"):  # "thats 6 now"
-            now = self.conv.values.get(q.value)
-            return f"={q.value}" in fresh and now is not None and isinstance(
-                answer.value, float | int) and now > answer.value
-        if q.type == "temperature":  # a higher reading given later: "temp 37.4", "now 38.0"
-            now = self.conv.values.get("temperature")
-            return "=temperature" in fresh and now is not None and (
-                answer.value == "none" or (isinstance(answer.value, float | int)
-                                           and now > answer.value))
         ids = answer.value if isinstance(answer.value, list) else [answer.value]
         if q.type == "multi_choice":  # a sign not among the options given adds to them
             return any(fresh & set(o.concepts) for o in q.options if o.id not in ids)
@@ -204,11 +203,11 @@ class Answers:
                 continue
             value: Any = None
             words: list[str] = []
-            yes = q.type == "yes_no" and signs & set(q.answered_by)
+            yes = q.type == "yes_no" and bool(signs & set(q.answered_by))
             # signs for both answers ("stopped fine" yesterday, "oozing 20 mins" today): the
             # question's worse answer
             if yes and q.worse == "no" and signs & set(q.answered_no_by):
-                yes = set()
+                yes = False
             if yes:
                 value = "yes"
                 words = [f"{c.replace('_', ' ')} ('{conv.quotes.get(c, c)}')"

@@ -658,15 +658,17 @@ def _load_combinations(path: Path, concepts: tuple[Concept, ...], section: str =
     data = reader.mapping(_yaml(path.read_text(encoding="utf-8")), "top level")
     known = {c.id for c in concepts}
     out = []
-    names = ("all", "then") if section == "combinations" else ("by", "finding", "unless")
+    settled = section == "settled"
+    needs_key, then_key = ("by", "finding") if settled else ("all", "then")
     for i, raw in enumerate(reader.get(data, section, "", list, [])):
         where = f"{section}[{i}]"
         cd = reader.mapping(raw, where)
-        reader.unknown_keys(cd, {*names, "value"}, where)
-        needs = reader.str_list(cd, names[0], where, ())
-        then = reader.get(cd, names[1], where, str)
-        unless = reader.str_list(cd, "unless", where, ()) if len(names) > 2 else ()
-        if section != "combinations" and not needs:
+        reader.unknown_keys(cd, {needs_key, then_key, "value", *(("unless",) if settled else ())},
+                            where)
+        needs = reader.str_list(cd, needs_key, where, ())
+        then = reader.get(cd, then_key, where, str)
+        unless = reader.str_list(cd, "unless", where, ()) if settled else ()
+        if settled and not needs:
             raise reader.fail(where, "needs 'by': the concepts that say it is over")
         for cid in unless:
             if cid not in known:
