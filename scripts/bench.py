@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -179,13 +179,17 @@ def service_env(redis_url: str, folder: Path) -> dict[str, str]:
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = None
-             ) -> Iterator[tuple[int, float, int]]:
+def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = None,
+             wrap: Sequence[str] = (), extra: Sequence[str] = (), start_within: float = 15.0,
+             stop_within: float = 30.0) -> Iterator[tuple[int, float, int]]:
     """The app under the project's gunicorn.conf.py on a loopback port: (port, seconds from
-    exec to the first 200 from /healthz, the process group of its master and workers)."""
+    exec to the first 200 from /healthz, the process group of its master and workers).
+    ``wrap``: a command gunicorn runs under (valgrind, for scripts/instructions.py), with
+    ``extra`` gunicorn arguments, ``start_within`` seconds to answer /healthz and
+    ``stop_within`` to exit after SIGTERM."""
     port = free_port()
-    argv = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind",
-            f"127.0.0.1:{port}", "--chdir", str(ROOT)]
+    argv = [*wrap, str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind",
+            f"127.0.0.1:{port}", "--chdir", str(ROOT), *extra]
     if workers:
         argv += ["--workers", str(workers)]
     with log.open("ab") as out:
@@ -194,7 +198,7 @@ def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = Non
                                 start_new_session=True)
     try:
         started = None
-        for _ in range(3000):
+        while time.perf_counter() - t0 < start_within:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",  # nosec B310
                                             timeout=2) as resp:
@@ -211,7 +215,7 @@ def gunicorn(app: str, env: dict[str, str], log: Path, workers: int | None = Non
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=stop_within)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -22,14 +22,10 @@ from __future__ import annotations
 import argparse
 import glob
 import http.client
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -38,10 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (
     AUTH_TOKEN,
     BASE_URL,
-    BIN,
     CONVERSATION,
-    ROOT,
-    free_port,
+    gunicorn,
     redis_server,
     service_env,
 )
@@ -64,36 +58,16 @@ def post(port: int, form: dict[str, str], signer: RequestValidator) -> None:
         conn.close()
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(1200):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    raise RuntimeError("gunicorn under valgrind did not start")
-
-
 def worker_instructions(app: str, env: dict[str, str], conversations: int, folder: Path,
                         batch: int) -> int:
     """The worker's instructions from its fork to its exit (callgrind counts a forked child
     from the fork on, with the parent's counts before it, so the master's are subtracted)."""
     out = folder / f"{app.split(':')[0]}-{conversations}"
     out.mkdir(parents=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--trace-children=yes",
-         f"--callgrind-out-file={out}/cg.%p", str(BIN / "gunicorn"), "-c",
-         str(ROOT / "gunicorn.conf.py"), "--workers", "1", "--timeout", "600",
-         "--bind", f"127.0.0.1:{port}", "--chdir", str(ROOT), app],
-        env=env, stdout=(out / "log").open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        wait_ready(port, proc)
+    valgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                f"--callgrind-out-file={out}/cg.%p"]
+    with gunicorn(app, env, out / "log", workers=1, wrap=valgrind, extra=["--timeout", "600"],
+                  start_within=600, stop_within=300) as (port, _, _):
         signer = RequestValidator(AUTH_TOKEN)
         k = 0
         for c in range(conversations):
@@ -102,9 +76,6 @@ def worker_instructions(app: str, env: dict[str, str], conversations: int, folde
                 post(port, {"From": f"+1555{batch:02d}{c:05d}", "To": "+15550009999",
                             "Body": body, "NumMedia": "0", "AccountSid": "ACinstructions",
                             "MessageSid": f"SM{batch:02d}{k:030d}"}, signer)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
     totals = []
     for path in glob.glob(str(out / "cg.*")):
         text = Path(path).read_text(errors="replace")
