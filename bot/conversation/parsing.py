@@ -70,6 +70,10 @@ _NO = {
     "she isnt", "i didnt", "he didnt", "she didnt", "they didnt", "none of them", "none of these",
     "non", "nop", "nao", "nothing like that", "neither", "not at all", "no not at all",
 }
+# "definitely not": a word of certainty before a no is a no (and "definitely" alone a yes)
+_SURELY = {"def", "deff", "defo", "deffo", "definitely", "definately", "defiantly", "defintely",
+           "absolutely", "certainly", "totally", "really", "honestly", "deffinitely"}
+_NOT_WORDS = {"not", "no", "nope", "nothing", "none", "never", "nah"}
 # Answers that say "I don't know": unclear on purpose, so a red-flag question takes the worse
 # answer after one more try (clinical-rules.md, combination rule 4).
 _UNSURE = {"idk", "dunno", "not sure", "unsure", "maybe", "dont know", "i dont know", "no idea",
@@ -84,6 +88,8 @@ def parse_yes_no(text: str) -> bool | None:
     phrase = " ".join(toks)
     if phrase in _UNSURE or any(u in phrase for u in ("not sure", "dont know", "no idea", "idk")):
         return None
+    if toks[0] in _SURELY and len(toks) > 1 and toks[1] in _NOT_WORDS:
+        return False  # "def not", "definitely not", "absolutely no"
     if phrase in _YES or toks[0] in _YES:
         return True
     if phrase in _NO or toks[0] in {"no", "nope", "nah", "n", "none", "never", "not", "nothing"}:
