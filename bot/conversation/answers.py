@@ -66,6 +66,8 @@ class Answers:
                 if total > conv.values[name]:
                     values[name] = total
         for name, value in values.items():
+            if name in conv.values and reading.recheck:
+                self.carry_earlier(name, conv.values[name], value, reading)
             if conv.values.get(name) != value:
                 conv.values[name] = value
                 self.fresh_values.add(name)
@@ -75,6 +77,30 @@ class Answers:
                 learned = True
         filled = self.fill_answers()
         return bool(learned or new or filled)
+
+    def carry_earlier(self, name: str, earlier: float, now: float, reading: Reading) -> None:
+        """A reading taken again within the conversation ("37.6", then "rechecked an hour
+        later its 37.7"): the facts the earlier reading set that a checklist carries to a
+        later conversation (its ``carry_facts``) become ``prior_<fact>``, as when the re-check
+        comes in a new conversation (clinical-rules.md > Fever SOON row 1: "re-check in 1
+        hour; URGENT if then >= 38.0 or still >= 37.5"), and the new reading is the answer,
+        lower or higher ("rechecked an hour later, 37.1" is no longer raised)."""
+        conv = self.conv
+        for fid in conv.flows:
+            flow = self.e.lib.flows[fid]
+            for q in flow.questions if flow.carry_facts else ():
+                if q.value != name:
+                    continue
+                for rule in q.sets:
+                    if rule.fact in flow.carry_facts and rule.when.holds(earlier):
+                        self.fact(f"prior_{rule.fact}", "patient_text")
+                if q.id in conv.answers:
+                    for rule in q.sets:
+                        got = conv.facts.get(rule.fact)
+                        if got is not None and got.source == q.id:
+                            del conv.facts[rule.fact]
+                    self.store(q, now, reading.value_words.get(name) or reading.text)
+                    conv.answers[q.id].from_text = True
 
     def combine_across_texts(self) -> list[Finding]:
         """The flow files' combinations over everything the conversation's texts said, not one

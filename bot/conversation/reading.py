@@ -38,7 +38,7 @@ import re
 import sys
 import unicodedata
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import pairwise
@@ -92,6 +92,7 @@ class Reading:
     caregiver: str | None = None   # "son", "daughter", "he", "she", "they"... or None (self)
     bare_number: float | None = None  # the whole text is one number ("38.9", "88")
     question: bool = False          # the text asks something ("what number?")
+    recheck: bool = False           # the text says a reading was taken again ("rechecked")
 
     def current(self, kind: str | None = None) -> list[Finding]:
         return [f for f in self.findings if f.current and (kind is None or f.kind == kind)]
@@ -153,6 +154,13 @@ _SPELLED_RE = re.compile(
     r"(?:(?P<point> point)? (?P<frac>(?:(?:" + "|".join(_DIGIT_WORDS) + r"|\d)\s?){1,2}))?\b")
 
 
+# Before a long-ago phrase, a word that makes it a start, not a past point: "since 2 weeks ago",
+# "for the last month", "started months ago" (Reader._not_a_reading)
+_ONGOING = frozenset({"since", "for", "from", "over", "all", "started", "start", "began",
+                      "begun", "starting", "throughout"})
+# "his sister has 38.5 and so does he"
+_SO_DOES = frozenset({"does", "do", "did", "is", "are", "was", "has", "have", "had"})
+
 # "can he ...", "do i need ...": a question even without a question mark
 _AUXILIARIES = frozenset({"do", "does", "can", "could", "should", "is", "are", "will", "would",
                           "am", "may", "shall"})
@@ -177,7 +185,8 @@ def _spelled_numbers(text: str) -> str:
     return _SPELLED_RE.sub(number, text) if any(t in text for t in _TENS) else text
 
 
-_POINT_RE = re.compile(r"(?<![\d.,])(\d{2,3}) point (\d{1,2})(?![\d.,])")
+# (a full stop or comma after it ends the sentence: "38 point 5, chemo last week")
+_POINT_RE = re.compile(r"(?<!\d)(?<!\d[.,])(\d{2,3}) point (\d{1,2})(?!\d)(?![.,]\d)")
 
 
 def normalize(text: str) -> str:
@@ -460,7 +469,8 @@ class Reader:
                                else None)
         self._mods = {name: [tuple(p.split()) for p in lang.get(name, [])] for name in (
             "negation_forward", "negation_backward", "pseudo", "historical", "historical_after",
-            "hypothetical", "hypothetical_after", "uncertain", "anaphora_current")}
+            "hypothetical", "hypothetical_after", "uncertain", "anaphora_current",
+            "other_person", "long_ago", "recheck", "question_phrases")}
         self._terminators = set(lang.get("terminators", []))
         self._breaks = set(lang.get("clause_breaks", []))
         self._degree_after = frozenset(lang.get("degree_so_after", []))
@@ -470,7 +480,11 @@ class Reader:
         self._possessives = set(lang.get("possessives", ["my", "our"]))
         self._third_person = dict(lang.get("third_person", {}))
         self._self_words = set(lang.get("self_words", []))
+        # Where another person's clause ends: the patient or the texter named again.
+        self._subjects = frozenset(self._third_person) | self._self_words | self._possessives
+        self._shared = frozenset(lang.get("shared_words", []))
         self._question_starts = set(lang.get("question_starts", []))
+        self._rises = frozenset(lang.get("value_rises", []))
         stop = set(lang.get("stop_words", []))
         for name in self._mods:
             for p in self._mods[name]:
@@ -543,15 +557,18 @@ class Reader:
                 historical=self._in_clause(tokens, s, e, "historical", weak=True)
                 or self._after_in_clause(tokens, e, "historical_after"),
                 hypothetical=self._before_in_clause(tokens, s, "hypothetical", pseudo)
-                or self._after_in_clause(tokens, e, "hypothetical_after"),
+                or self._after_in_clause(tokens, e, "hypothetical_after")
+                or (concept.kind != "red_flag" and self._other_person(tokens, s)),
             ))
         reading.findings.sort(key=lambda f: f.start)
         self._anaphora(tokens, raw_tokens, reading, spans, pseudo)
-        read_values(reading, raw_tokens)
+        read_values(reading, raw_tokens, skip_temperature=lambda at: self._not_a_reading(
+            tokens, at, pseudo))
         self._settle(reading)
         self._combine(reading)
         reading.caregiver = self._caregiver(tokens)
-        reading.question = "?" in text or (
+        reading.recheck = bool(reading.values) and bool(self._spans(tokens, "recheck"))
+        reading.question = "?" in text or bool(self._spans(tokens, "question_phrases")) or (
             tokens[0] in self._question_starts and len(tokens) <= 8) or (
             any(t in _AUXILIARIES and nxt in _SUBJECTS and (i == 0 or tokens[i - 1] in (
                 STRONG, WEAK)) for i, (t, nxt) in enumerate(pairwise(tokens))))
@@ -623,6 +640,50 @@ class Reader:
                 after = [s for s in stops if s >= f.end]
                 if after and not any(b >= after[0] for b in back):
                     reading.findings[k] = replace(f, historical=True)
+
+    def _other_person(self, tokens: list[str], at: int) -> bool:
+        """The word at ``at`` is about someone who is not the patient: after one of the
+        language's ``other_person`` words ("his sister has a cold and a temp of 38", "our dog
+        had a fit") in the same sentence, with neither the patient nor the texter named in
+        between ("his dad says he cant breathe" is the patient's) and no word that shares it
+        ("his sister has 38.5 and so does he", "both", "too"). ConText's "experiencer: other".
+        Never used for a red flag: a red flag always counts."""
+        for ts, te in self._spans(tokens, "other_person"):
+            if te > at or STRONG in tokens[te:at] or any(
+                    t in self._subjects for t in tokens[te:at + 1]):
+                continue
+            lo, hi = ts, at
+            while lo > 0 and tokens[lo - 1] != STRONG:
+                lo -= 1
+            while hi < len(tokens) and tokens[hi] != STRONG:
+                hi += 1
+            sentence = tokens[lo:hi]
+            if any(t in self._shared for t in sentence) or any(
+                    (a == "as" and b == "well") or (a == "so" and b in _SO_DOES)
+                    for a, b in pairwise(sentence)):
+                continue
+            return True
+        return False
+
+    def _not_a_reading(self, tokens: list[str], at: int, pseudo: list[tuple[int, int]]
+                       ) -> bool:
+        """A temperature in the text that is not the patient's reading now: someone else's
+        ("his sister has a temp of 38"), one long past ("he had 38.5 two weeks ago", the
+        language's ``long_ago`` in its clause), or a threshold asked about ("if his temp goes
+        to 38.5 what do i do": ``hypothetical`` before it in its clause and a word of change,
+        ``value_rises``, just before the number). A reading earlier today or last night
+        still counts (clinical-rules.md: any single reading >= 38.0)."""
+        if not 0 <= at < len(tokens):
+            return False
+        if self._other_person(tokens, at):
+            return True
+        lo, hi = self._clause(tokens, at, at + 1, weak=True)
+        if any(lo <= ts and te <= hi and not any(t in _ONGOING for t in tokens[max(lo, ts - 3):ts])
+               for ts, te in self._spans(tokens, "long_ago")):
+            return True
+        lo, _ = self._clause(tokens, at, at + 1, weak=False)
+        return self._before_in_clause(tokens, at, "hypothetical", pseudo) and any(
+            t in self._rises for t in tokens[max(lo, at - 4):at])
 
     def _degree_so(self, tokens: list[str]) -> list[str]:
         """``so`` after a linking verb (the language's ``degree_so_after``) and not before a
@@ -856,11 +917,20 @@ def prime() -> dict[str, re.Pattern[str]]:
     return dict(VALUE_PATTERNS)
 
 
-def read_values(reading: Reading, raw_tokens: list[str]) -> None:
+def read_values(reading: Reading, raw_tokens: list[str],
+                skip_temperature: Callable[[int], bool] | None = None) -> None:
     """Numbers that the words around them make into a value (a number alone is not a
-    temperature: "shivering for 40 mins", "he is 39", "38 kg" are not readings)."""
+    temperature: "shivering for 40 mins", "he is 39", "38 kg" are not readings).
+    ``skip_temperature(token index)``: a temperature there is not the patient's reading
+    (``Reader._not_a_reading``)."""
     s = " " + " ".join(reading.tokens) + " "
     v, w = reading.values, reading.value_words
+
+    def reading_at(m: re.Match[str]) -> bool:
+        """The temperature matched by ``m`` (its number's position) is the patient's."""
+        if skip_temperature is None:
+            return True
+        return not skip_temperature(s.count(" ", 0, m.start(1) + 1) - 1)
 
     def put(name: str, value: float | None, words: str) -> None:
         # Several temperatures in one text ("37.4 now but was 38.5 before"): the highest
@@ -877,6 +947,8 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
 
     # temperature: a temperature word before it, or a unit after it
     for m in _re.finditer(rf" {_T}{_LINK} {_NUM}((?:{_C}|{_F})?){_NOT_AFTER}", s):
+        if not reading_at(m):
+            continue
         unit = m.group(2).strip()
         put("temperature", temperature_from(_f(m.group(1)), "f" if unit.startswith("f") or
                                             unit.endswith("f") else unit), m.group(0))
@@ -886,9 +958,13 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
                          rf"(?:flat|house|room|home|car|kitchen|garden|bedroom|lounge|sun|shade|"
                          rf"office|classroom)|outside|out there|out today|today outside)(?= ))",
                          s):
+        if not reading_at(m):
+            continue
         unit = m.group(2) or m.group(3) or ""
         put("temperature", temperature_from(_f(m.group(1)), unit), m.group(0))
     for m in _re.finditer(rf" {_NUM} (?:temp|temperature|fever)(?= )", s):
+        if not reading_at(m):
+            continue
         put("temperature", temperature_from(_f(m.group(1))), m.group(0))
     if reading.bare_number is not None and only[-1] in ("c", "f", "degrees"):
         put("temperature", temperature_from(reading.bare_number, only[-1]), " ".join(only))
@@ -896,7 +972,7 @@ def read_values(reading: Reading, raw_tokens: list[str]) -> None:
     # morning"); a whole number alone is not ("he is 39", "38 kg").
     for m in _re.finditer(rf" (\d{{2,3}}[.,]\d){_NOT_AFTER}(?= )", s):
         value = _f(m.group(1))
-        if 35.0 <= value <= 42.9 or 95.0 <= value <= 108.9:
+        if (35.0 <= value <= 42.9 or 95.0 <= value <= 108.9) and reading_at(m):
             put("temperature", temperature_from(value), m.group(0))
 
     # oxygen saturation
