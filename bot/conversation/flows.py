@@ -44,7 +44,7 @@ RESERVED_FLOW_IDS = {"red_flags", "messages", "concepts", "windows", "menu", "ne
 LANGUAGES = ("en",)  # the reader's languages: flows/language/<lang>.yaml and wordings.<lang>
 VALUES = ("temperature", "spo2", "systolic_bp", "platelets", "neutrophils", "duration_min",
           "vomit_count", "stool_count", "ice_score", "usual_ice_score", "pain_score",
-          "car_t_days", "chemo_days", "count_total")
+          "car_t_days", "chemo_days", "count_total", "heart_rate")
 
 
 class FlowError(ValueError):

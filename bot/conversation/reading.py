@@ -158,6 +158,8 @@ _SPELLED_RE = re.compile(
 # "for the last month", "started months ago" (Reader._not_a_reading)
 _ONGOING = frozenset({"since", "for", "from", "over", "all", "started", "start", "began",
                       "begun", "starting", "throughout"})
+# The concept of a text that says the patient is well ("hes fine"; flows/concepts.yaml)
+WELL_CONCEPT = "doing_well"
 # "his sister has 38.5 and so does he"
 _SO_DOES = frozenset({"does", "do", "did", "is", "are", "was", "has", "have", "had"})
 
@@ -165,7 +167,7 @@ _SO_DOES = frozenset({"does", "do", "did", "is", "are", "was", "has", "have", "h
 _AUXILIARIES = frozenset({"do", "does", "can", "could", "should", "is", "are", "will", "would",
                           "am", "may", "shall"})
 _SUBJECTS = frozenset({"i", "we", "he", "she", "they", "you", "it", "my", "his", "her", "our",
-                       "their", "this", "that"})
+                       "their", "this", "that", "the"})
 
 
 def _spelled_numbers(text: str) -> str:
@@ -185,6 +187,7 @@ def _spelled_numbers(text: str) -> str:
     return _SPELLED_RE.sub(number, text) if any(t in text for t in _TENS) else text
 
 
+_CLOCK_RE = re.compile(r"(?<![\d.:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 # (a full stop or comma after it ends the sentence: "38 point 5, chemo last week")
 _POINT_RE = re.compile(r"(?<!\d)(?<!\d[.,])(\d{2,3}) point (\d{1,2})(?!\d)(?![.,]\d)")
 
@@ -196,6 +199,8 @@ def normalize(text: str) -> str:
     text = _spelled_numbers(text)
     # "38 point 5" in digits is 38.5, as "thirty eight point five" is
     text = _POINT_RE.sub(r"\1.\2", text) if " point " in text else text
+    # a clock time "7:30" as "7.30" (a colon would end the clause)
+    text = _CLOCK_RE.sub(r"\1.\2", text) if ":" in text else text
     text = text.replace("\u00b0", " degrees ").replace("\u2013", " - ").replace("\u2014", " - ")
     text = _NUM_UNIT_RE.sub(r"\1 \2", text)
     text = _UNIT_NUM_RE.sub(lambda m: m.group(0) if m.group(1) in _GLUED
@@ -227,7 +232,7 @@ def tokenize(text: str) -> list[str]:
 def _alt_regex(alt: str) -> str:
     words = []
     for w in alt.split():
-        words.append(re.escape(w[:-1]) + r"[a-z]*" if w.endswith("*") else re.escape(w))
+        words.append(re.escape(w[:-1]) + r"[a-z0-9]*" if w.endswith("*") else re.escape(w))
     return " ".join(words)
 
 
@@ -243,11 +248,11 @@ def compile_wording(wording: str, no_gap_words: Iterable[str] = ()) -> str:
     """A wording as a regex over space-joined tokens. ``~N`` (N words, default 3; ``~0``
     none) separates slots; inside a slot ``|`` separates alternatives, each one or more words
     (``cant|cannot ~0 breath*``, ``throat ~3 swollen|closing up``); ``word*`` allows any
-    ending. A gap never holds a clause boundary, nor any of ``no_gap_words`` (negations and
-    clause breaks: "cough, no blood" is not "cough ~3 blood"). A wording that starts with
-    ``^`` matches only at the start of the text, one that ends with ``$`` only at its end
-    (``^ fit $``: the whole text is "fit", a word too common in other senses to be a sign
-    anywhere)."""
+    ending of letters or digits ("19*" is a year of the last century). A gap never holds a
+    clause boundary, nor any of ``no_gap_words`` (negations and clause breaks: "cough, no
+    blood" is not "cough ~3 blood"). A wording that starts with ``^`` matches only at the
+    start of the text, one that ends with ``$`` only at its end (``^ fit $``: the whole text
+    is "fit", a word too common in other senses to be a sign anywhere)."""
     guard = _gap_guard(frozenset(no_gap_words))
     text = wording.lower().replace("'", "").strip()
     at_start, at_end = text.startswith("^"), text.endswith("$")
@@ -483,6 +488,10 @@ class Reader:
         # Where another person's clause ends: the patient or the texter named again.
         self._subjects = frozenset(self._third_person) | self._self_words | self._possessives
         self._shared = frozenset(lang.get("shared_words", []))
+        # "his little sister", "her older brother": a word between the possessive and the person
+        fillers = lang.get("other_person_fillers", [])
+        self._mods["other_person"] += [(*p[:-1], f, p[-1]) for p in self._mods["other_person"]
+                                       if len(p) >= 2 for f in fillers]
         self._question_starts = set(lang.get("question_starts", []))
         self._rises = frozenset(lang.get("value_rises", []))
         stop = set(lang.get("stop_words", []))
@@ -561,8 +570,9 @@ class Reader:
                 or (concept.kind != "red_flag" and self._other_person(tokens, s)),
             ))
         reading.findings.sort(key=lambda f: f.start)
+        self._others_red_flags(tokens, reading)
         self._anaphora(tokens, raw_tokens, reading, spans, pseudo)
-        read_values(reading, raw_tokens, skip_temperature=lambda at: self._not_a_reading(
+        read_values(reading, raw_tokens, skip_reading=lambda at: self._not_a_reading(
             tokens, at, pseudo))
         self._settle(reading)
         self._combine(reading)
@@ -665,9 +675,21 @@ class Reader:
             return True
         return False
 
+    def _others_red_flags(self, tokens: list[str], reading: Reading) -> None:
+        """A red flag in another person's words counts, unless the same text says the patient
+        is well ("his brother had a massive nosebleed ... he's fine"; "his cousin had a fit at
+        the party ... my husband is ok but his hands have a new tremor"): then it is theirs."""
+        if not any(f.concept == WELL_CONCEPT and not self._other_person(tokens, f.start)
+                   for f in reading.findings):
+            return
+        reading.findings = [replace(f, hypothetical=True) if f.kind == "red_flag" and f.current
+                            and self._other_person(tokens, f.start) else f
+                            for f in reading.findings]
+
     def _not_a_reading(self, tokens: list[str], at: int, pseudo: list[tuple[int, int]]
                        ) -> bool:
-        """A temperature in the text that is not the patient's reading now: someone else's
+        """A temperature (or an oxygen saturation, a blood pressure) in the text that is not
+        the patient's reading now: someone else's
         ("his sister has a temp of 38"), one long past ("he had 38.5 two weeks ago", the
         language's ``long_ago`` in its clause), or a threshold asked about ("if his temp goes
         to 38.5 what do i do": ``hypothetical`` before it in its clause and a word of change,
@@ -918,19 +940,19 @@ def prime() -> dict[str, re.Pattern[str]]:
 
 
 def read_values(reading: Reading, raw_tokens: list[str],
-                skip_temperature: Callable[[int], bool] | None = None) -> None:
+                skip_reading: Callable[[int], bool] | None = None) -> None:
     """Numbers that the words around them make into a value (a number alone is not a
     temperature: "shivering for 40 mins", "he is 39", "38 kg" are not readings).
-    ``skip_temperature(token index)``: a temperature there is not the patient's reading
-    (``Reader._not_a_reading``)."""
+    ``skip_reading(token index)``: a temperature, oxygen saturation or blood pressure there is
+    not the patient's reading now (``Reader._not_a_reading``)."""
     s = " " + " ".join(reading.tokens) + " "
     v, w = reading.values, reading.value_words
 
     def reading_at(m: re.Match[str]) -> bool:
-        """The temperature matched by ``m`` (its number's position) is the patient's."""
-        if skip_temperature is None:
+        """The reading matched by ``m`` (its first group's position) is the patient's now."""
+        if skip_reading is None:
             return True
-        return not skip_temperature(s.count(" ", 0, m.start(1) + 1) - 1)
+        return not skip_reading(s.count(" ", 0, m.start(1) + 1) - 1)
 
     def put(name: str, value: float | None, words: str) -> None:
         # Several temperatures in one text ("37.4 now but was 38.5 before"): the highest
@@ -984,39 +1006,64 @@ def read_values(reading: Reading, raw_tokens: list[str],
                          rf"shows|showing|showed|reading|dropped|down|to|only|about|around|"
                          rf"now|just|2|are|were|keeps|saying|thing|machine|monitor|meter|"
                          rf"probe|clip|reader|it|its|&))* (\d{{2,3}})(?: percent)?(?= )", s):
+        if not reading_at(m):
+            continue
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
     for m in _re.finditer(r" (\d{2,3}) percent (?:oxygen|sats|sat|o2|on the oximeter)(?= )", s):
+        if not reading_at(m):
+            continue
         value = float(m.group(1))
         put("spo2", value if 50 <= value <= 100 else None, m.group(0))
     if "spo2" not in v:
         # the reading a few words on, in the patient's own words ("checked his sats on the
         # finger thing and its 89"): at most 6 words between, none a number or another
         # measure's word, and no unit after the number ("sats fine, pulse 95" is no reading)
-        for m in _re.finditer(rf" {ox}((?: (?!{_OTHER_MEASURE} )[a-z']+){{1,6}}) (\d{{2,3}})"
+        for m in _re.finditer(rf" {ox}((?: (?!{_OTHER_MEASURE} )(?:[a-z']+|&)){{1,6}}) (\d{{2,3}})"
                              rf"(?: percent)?(?! {_UNIT_AFTER} )(?= )", s):
             value = float(m.group(2))
-            if 70 <= value <= 100:
+            if 70 <= value <= 100 and reading_at(m):
                 put("spo2", value, m.group(0))
                 break
+
+    # how long, from two clock times: "bleeding since half past 7 and its now 8.15"
+    if "duration_min" not in v:
+        span = _clock_span(reading.tokens)
+        if span is not None:
+            put("duration_min", span[0], span[1])
+
+    # heart rate ("just checked his pulse on my watch its 150", "heart rate 140", "130 bpm"):
+    # not "pulse ox" (the oximeter)
+    for m in _re.finditer(r" (?:pulse|heart rate|heartrate|heart beat|heartbeat|hr)(?! ox)"
+                         r"(?: (?:is|was|at|of|reads|read|says|said|shows|showing|on|my|his|her|"
+                         r"the|watch|phone|monitor|its|it|&|about|around|over|now|just|still|"
+                         r"going|racing|up|to|like))* (\d{2,3})(?: bpm| beats)?(?= )", s):
+        value = float(m.group(1))
+        put("heart_rate", value if 30 <= value <= 250 else None, m.group(0))
+    for m in _re.finditer(r" (\d{2,3}) (?:bpm|beats a minute|beats per minute|beats a min)(?= )",
+                         s):
+        value = float(m.group(1))
+        put("heart_rate", value if 30 <= value <= 250 else None, m.group(0))
 
     # blood pressure (systolic)
     bp = r"(?:bp|blood pressure|pressure|top number|systolic)"
     for m in _re.finditer(rf" {bp}(?: (?:is|was|at|of|reads|says|shows|only|down|to|about|"
                          rf"now|just|machine|monitor|cuff|reading|said|showing))* (\d{{2,3}})"
                          rf"(?:/(\d{{2,3}})| over (\d{{2,3}}))?(?= )", s):
+        if not reading_at(m):
+            continue
         value = float(m.group(1))
         put("systolic_bp", value if 40 <= value <= 260 else None, m.group(0))
     for m in _re.finditer(r" (\d{2,3})/(\d{2,3})(?= )", s):
         a = float(m.group(1))
-        if 40 <= a <= 260 and "systolic_bp" not in v:
+        if 40 <= a <= 260 and "systolic_bp" not in v and reading_at(m):
             put("systolic_bp", a, m.group(0))
     # "just did my bp, its 82 over 50": a reading said "over" anywhere in a text about the
     # blood pressure
     if "systolic_bp" not in v and _re.search(rf" {bp} ", s):
         for m in _re.finditer(r" (\d{2,3}) over (\d{2,3})(?= )", s):
             a = float(m.group(1))
-            if 40 <= a <= 260 and float(m.group(2)) < a:
+            if 40 <= a <= 260 and float(m.group(2)) < a and reading_at(m):
                 put("systolic_bp", a, m.group(0))
                 break
 
@@ -1133,6 +1180,69 @@ def read_values(reading: Reading, raw_tokens: list[str],
                 put(name, float(m.group(1)), m.group(0))
             for m in _re.finditer(r" day \+(\d{1,2})(?= )", s):
                 put(name, float(m.group(1)), m.group(0))
+
+
+_CLOCK_START = frozenset({"since", "from"})
+_CLOCK_STARTED = frozenset({"started", "starting", "began", "begun"})
+_CLOCK_NOW = frozenset({"now", "its", "till", "until", "to"})
+_CLOCK_END = frozenset({STRONG, WEAK, "am", "pm", "now", "and", "oclock"})
+_CLOCK_WORDS = {"half": 30, "quarter": 15, "twenty": 20, "ten": 10, "five": 5}
+
+
+def _clock_at(tokens: list[str], i: int) -> tuple[int, int] | None:
+    """The clock time starting at token ``i`` as (minutes after 12, tokens used): "7.30",
+    "8", "9 pm", "half past 7", "quarter to 9", "10 past 8"."""
+    past = 0
+    j = i
+    if j + 2 < len(tokens) and tokens[j + 1] in ("past", "to") and (
+            tokens[j] in _CLOCK_WORDS or tokens[j].isdigit()):
+        n = _CLOCK_WORDS.get(tokens[j]) or int(tokens[j])
+        if not 0 < n < 60:
+            return None
+        past = n if tokens[j + 1] == "past" else -n
+        j += 2
+    m = re.fullmatch(r"(\d{1,2})(?:\.(\d{2}))?", tokens[j]) if j < len(tokens) else None
+    if m is None:
+        return None
+    hour, minute = int(m.group(1)), int(m.group(2) or 0)
+    if not (1 <= hour <= 24 and minute < 60) or (past and m.group(2)):
+        return None
+    used = j + 1 - i
+    if tokens[j + 1:j + 2] == ["pm"] and hour < 12:
+        hour += 12
+    return ((hour % 12) * 60 + minute + past + 720 * (hour >= 12)) % 1440, used
+
+
+def _clock_span(tokens: list[str]) -> tuple[float, str] | None:
+    """Minutes between two clock times of one sentence: "since half past 7 and its now 8.15"
+    (45), "started at 9pm, now 9.40pm" (40). The second must end its phrase (not "now 3
+    times"); across midnight or noon when no am/pm says otherwise; at most 10 hours."""
+    for i, tok in enumerate(tokens):
+        start = i + 1 if tok in _CLOCK_START or (
+            tok == "at" and _CLOCK_STARTED & set(tokens[max(0, i - 2):i])) else None
+        if start is None or start >= len(tokens):
+            continue
+        if tokens[start] in ("about", "around"):
+            start += 1
+        first = _clock_at(tokens, start) if start < len(tokens) else None
+        if first is None:
+            continue
+        k = start + first[1]
+        for j in range(k, min(len(tokens), k + 8)):
+            if tokens[j] == STRONG:
+                break
+            if tokens[j] not in _CLOCK_NOW or j + 1 >= len(tokens):
+                continue
+            second = _clock_at(tokens, j + 1)
+            if second is None:
+                continue
+            after = j + 1 + second[1]
+            if after < len(tokens) and tokens[after] not in _CLOCK_END:
+                continue
+            minutes = (second[0] - first[0]) % 720  # "11.50" to "12.20" is 30, not -690
+            if 0 < minutes <= 600:
+                return float(minutes), " ".join(tokens[i:after])
+    return None
 
 
 def _days(m: re.Match[str]) -> float | None:

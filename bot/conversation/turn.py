@@ -429,8 +429,11 @@ class Turn:
         current = reading.current()
         if any(f.kind in ("sign", "red_flag") for f in current):
             return False
-        well = any(f.concept in ("doing_well", "medicine_question") and not f.hypothetical
-                   for f in reading.findings)
+        # Said well in any clause: a list's negation ("no fits no confusion, talking normal")
+        # or a dream ("had a dream i couldnt speak, woke up fine") earlier in the sentence does
+        # not reach it (its own denials, "not fine", are look-alikes in concepts.yaml).
+        well = any((f.concept == "medicine_question" and not f.hypothetical) or
+                   f.concept == "doing_well" for f in reading.findings)
         # A question with no symptom in it ("can he use his normal toothbrush?"), unless it
         # asks about urgent care ("should I take him to A&E?"): the nurse reads it either way.
         urgent_care = bool(set(reading.tokens) & URGENT_CARE_WORDS) or bool(
