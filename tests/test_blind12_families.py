@@ -169,3 +169,72 @@ def test_a_daily_ice_check_starts_the_neurotoxicity_checklist(app, phone) -> Non
         phone.send(answer)
     assert "neurotoxicity:ice_counting" in asked
     assert records(app, phone=phone.number)[0]["tier"] == "URGENT"
+
+
+# ---------------------------------------------------------------- rounds 14 and 15
+
+@pytest.mark.parametrize("text, name, value", [
+    ("nose bleeding since quarter past 6 and its now 7", "duration_min", 45.0),
+    ("started bleeding at 10.40, its 11.20 now", "duration_min", 40.0),
+    ("been pressing since 9:50 and its 10:25", "duration_min", 35.0),
+    ("vomiting since 7 am, now 3 times", "duration_min", None),   # a count, not a time
+    ("her pulse is 128 on the monitor", "heart_rate", 128.0),
+    ("hr 95", "heart_rate", 95.0),
+    ("pulse ox says 91", "heart_rate", None),                      # the oximeter
+    ("put the finger sat thing on, it says 89", "spo2", 89.0),
+    ("his bp was 80/50 a month ago, today 112/70", "systolic_bp", 112.0),
+    ("her brothers sats are 87, hers are fine", "spo2", None),
+])
+def test_values_in_more_forms(text: str, name: str, value: float | None) -> None:
+    assert ENGINE.read(text).values.get(name) == value
+
+
+@pytest.mark.parametrize("text, concept", [
+    ("resting heart rate 135 today", "fast_heartbeat"),      # over 100: the safer reading
+    ("she thought it was sunday, its thursday", "mild_disorientation"),
+    ("told me it was 1987", "confusion"),
+    ("he said 1999 when i asked the year", "confusion"),
+    ("much harder to wake up than usual today", "very_drowsy"),
+    ("a new shake in his hands", "tremor"),
+    ("his left hand wont grip his cup", "stroke_signs"),
+    ("cant stand up, everything is spinning", "near_fainting"),
+    ("i dont feel right", "unwell"),
+    ("he is shaking like crazy after the line flush", "rigors"),
+    ("there was blood all down her chin from her gums", "bleeding"),
+    ("puffed out walking upstairs", "breathless_stairs"),
+    ("cant remember the word for spoon", "speech_trouble"),
+    ("awake every night till 3am since the blina", "trouble_sleeping"),
+])
+def test_more_signs_in_other_words(text: str, concept: str) -> None:
+    assert read(text).get(concept) == "now", ENGINE.read(text).findings
+
+
+@pytest.mark.parametrize("text, concept", [
+    ("his older brother had a bad nosebleed at football, he is fine", "uncontrolled_bleeding"),
+    ("a kid in the film had a seizure, she got scared but she is fine", "seizure"),
+    ("she passed out in june, she is fine now, can she swim", "unresponsive"),
+    ("he felt hot so i panicked and checked, 36.9", "worried"),
+])
+def test_more_look_alikes(text: str, concept: str) -> None:
+    assert read(text).get(concept) != "now", ENGINE.read(text).findings
+
+
+@pytest.mark.parametrize("text, concept", [
+    # another person's red flag counts unless the text says the patient is well
+    ("his brother had a fit, now hes shaking too", "seizure"),
+    ("his sister says he cant breathe properly", "breathing"),
+])
+def test_red_flags_stay_unless_the_patient_is_well(text: str, concept: str) -> None:
+    assert read(text).get(concept) == "now", ENGINE.read(text).findings
+
+
+def test_fever_then_cant_stand_after_the_outcome(app, client) -> None:
+    """CAR-T day 9, 38.6, the screen answered no (URGENT), then "cant stand up, the room
+    spins": the CRS EMERGENCY row (fever plus can't stand without dizziness)."""
+    assert tier(app, client, {"car_t_date": "today-9"}, "she has 38.6", "no",
+                "now she cant stand up, the room is spinning") == "EMERGENCY"
+
+
+def test_a_question_in_words_with_nothing_wrong_is_routine(app, client) -> None:
+    assert tier(app, client, {"treatment_phase": "maintenance"},
+                "does the line in his chest mean he cant go swimming with school") == "ROUTINE"
