@@ -657,7 +657,8 @@ class Reader:
         had a fit") in the same sentence, with neither the patient nor the texter named in
         between ("his dad says he cant breathe" is the patient's) and no word that shares it
         ("his sister has 38.5 and so does he", "both", "too"). ConText's "experiencer: other".
-        Never used for a red flag: a red flag always counts."""
+        A red flag is another person's only when the text also says the patient is well
+        (``_others_red_flags``)."""
         for ts, te in self._spans(tokens, "other_person"):
             if te > at or STRONG in tokens[te:at] or any(
                     t in self._subjects for t in tokens[te:at + 1]):
